@@ -1,0 +1,1 @@
+"""SeqDMs (placeholder)."""
