@@ -65,6 +65,45 @@ class Inputs:
                          for f in fields(Inputs)})
 
 
+@dataclass
+class SampleMeta:
+    """Identity and selection of one sample (what the result rows record)."""
+
+    roi: str  # "ROIs1868/119"
+    patch: int
+    input_idx: list[int]  # date indices t (0..29) of the L inputs, in temporal order
+    target_idx: int
+    coverage_inputs: list[float]
+    coverage_target: float
+    match: bool  # L inputs qualified and the target is clear (DESIGN.md "fixed" sampler)
+    target_path: str = ""  # S2 GeoTIFF of the target (for georeferenced prediction output)
+
+
+@dataclass
+class Sample:
+    """One dataset item. The runner hands only ``inputs`` to a method; ``target`` stays back."""
+
+    inputs: Inputs
+    target: torch.Tensor  # (13, H, W) in [0, 1]; batched: (B, 13, H, W)
+    meta: SampleMeta
+
+
+@dataclass
+class Batch:
+    """A collated list of samples."""
+
+    inputs: Inputs
+    target: torch.Tensor  # (B, 13, H, W)
+    meta: list[SampleMeta]
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """``collate_fn`` for torch DataLoader over crbench datasets."""
+    return Batch(inputs=Inputs.stack([s.inputs for s in samples]),
+                 target=torch.stack([s.target for s in samples]),
+                 meta=[s.meta for s in samples])
+
+
 class Method(ABC):
     """A cloud-removal method. Subclasses set the class attributes and implement ``predict``.
 
@@ -83,6 +122,10 @@ class Method(ABC):
     @abstractmethod
     def predict(self, inputs: Inputs) -> torch.Tensor:
         """Return the cloud-free estimate, shape (B, 13, H, W), values in [0, 1]."""
+
+    def to(self, device: torch.device | str) -> Method:
+        """Move weights to ``device`` (no-op for methods without weights)."""
+        return self
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for run manifests."""
