@@ -102,7 +102,8 @@ def rois_for(split: str, region: str = "all") -> tuple[str, ...]:
     if region not in SPLITS:
         raise ValueError(f"region: unknown value {region!r}; expected one of {', '.join(REGIONS)}")
     if split not in SPLIT_NAMES:
-        raise ValueError(f"split: unknown value {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
+        raise ValueError(
+            f"split: unknown value {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
     parts = SPLITS[region]
     if split == "all":
         return parts["train"] + parts["test"] + parts["val"]

@@ -1,14 +1,168 @@
-"""`crbench data` (placeholder until implemented)."""
+"""`crbench data verify|masks|index`: check a dataset tree, fill the cloud-mask cache, write
+the sample index CSV (DESIGN.md)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+_SPLITS = ("train", "val", "test", "all")
+_REGIONS = ("all", "africa", "america", "asiaEast", "asiaWest", "europa")
+_LAYOUT_HINT = ("ROOT is the SEN12MS-CR-TS root: ROOT/<ROIsXXXX>/<id>/{S1,S2}/<t>/*.tif "
+                "(try `crbench synth ROOT` for a small synthetic one)")
+
+
+def _add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", metavar="ROOT", type=Path, help=_LAYOUT_HINT)
+
+
+def _add_split_region(p: argparse.ArgumentParser, split_default: str | None) -> None:
+    p.add_argument("--split", default=split_default, required=split_default is None,
+                   metavar="S", help=f"data split: one of {', '.join(_SPLITS)} "
+                   + (f"(default: {split_default})" if split_default else "(required)"))
+    p.add_argument("--region", default="all", metavar="R",
+                   help=f"region: one of {', '.join(_REGIONS)} (default: all)")
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes computing missing cloud masks (default: 1)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="cloud-mask cache directory (default: $CRBENCH_CACHE_DIR/<hash of "
+                   "ROOT> if that is set, else ROOT/.crbench/masks, or "
+                   "~/.cache/crbench/<hash of ROOT> if ROOT is read-only)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="do not show a progress bar while computing masks")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="(not implemented yet)")
-    p.set_defaults(func=run)
+    """Add `crbench data` and its subcommands verify, masks and index."""
+    p = sub.add_parser("data", help="check a dataset, precompute cloud masks, write the index",
+                       description="Dataset tools for SEN12MS-CR-TS trees.")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
+    dsub.required = True
+
+    v = dsub.add_parser("verify", help="report missing, unreadable or inconsistent images",
+                        description="Check layout and readability; names every missing date or "
+                        "modality, unreadable file, wrong band count, S1/S2 patch mismatch and "
+                        "blank image. Exit code 2 if the tree is unusable.")
+    _add_root(v)
+    v.add_argument("--workers", type=int, default=4, metavar="N",
+                   help="threads reading images (default: 4)")
+    v.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    v.set_defaults(func=run, data_func=_run_verify)
+
+    m = dsub.add_parser("masks", help="precompute the cloud-mask cache (s2cloudless)",
+                        description="Compute the s2cloudless cloud mask of every S2 image of a "
+                        "split once and store it in the cache; cached masks are not recomputed.")
+    _add_root(m)
+    _add_split_region(m, "all")
+    _add_cache(m)
+    m.set_defaults(func=run, data_func=_run_masks)
+
+    i = dsub.add_parser("index", help="write the sample index CSV (fixed sampler)",
+                        description="Choose inputs and target of every patch with the 'fixed' "
+                        "sampler of DESIGN.md (or import the toolbox's pairing file) and write "
+                        "the CSV: roi, patch, input_idx, target_idx, coverage_inputs, "
+                        "coverage_target, match.")
+    _add_root(i)
+    _add_split_region(i, None)
+    i.add_argument("--L", dest="L", type=int, required=True, metavar="N",
+                   help="number of input dates per sample, 1..29")
+    i.add_argument("--min-cov", type=float, default=0.0, metavar="A",
+                   help="lowest cloud coverage of an input date, in [0, 1] (default: 0.0)")
+    i.add_argument("--max-cov", type=float, default=1.0, metavar="B",
+                   help="highest cloud coverage of an input date, in [0, 1] (default: 1.0)")
+    i.add_argument("--protocol", default="toolbox", metavar="P",
+                   help="toolbox: the target may also be an input (as the SEN12MS-CR-TS "
+                   "toolbox); strict: never (default: toolbox)")
+    i.add_argument("--import-pairs", type=Path, default=None, metavar="FILE",
+                   help="convert the toolbox's pairing file "
+                   "generic_<L>_<split>_<region>_s2cloudless_mask.npy instead of sampling "
+                   "(needs --allow-pickle)")
+    i.add_argument("--allow-pickle", action="store_true",
+                   help="allow loading --import-pairs FILE: it is a Python pickle, and "
+                   "unpickling can execute arbitrary code, so only pass this for a file from "
+                   "a source you trust")
+    i.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
+                   help="where to write the index CSV")
+    _add_cache(i)
+    i.set_defaults(func=run, data_func=_run_index)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("crbench data is not implemented yet")
+    """Dispatch to the chosen data subcommand."""
+    return int(args.data_func(args) or 0)
+
+
+def _cache(args: argparse.Namespace):
+    from ..data.masks import MaskCache
+
+    return MaskCache(args.root, cache_dir=args.cache_dir)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from ..data.verify import verify_tree
+    from ..errors import UsageError
+
+    if args.workers < 1:
+        raise UsageError(f"--workers: bad value {args.workers}; expected a positive integer")
+    report = verify_tree(args.root, progress=not args.no_progress, workers=args.workers)
+    print(report.summary())
+    return 0 if report.usable else 2
+
+
+def _run_masks(args: argparse.Namespace) -> int:
+    from ..data.index import scan_tree
+
+    records = scan_tree(args.root, args.split, args.region)
+    cache = _cache(args)
+    stats = cache.precompute([p for rec in records for p in rec.s2], workers=args.workers,
+                             progress=not args.no_progress)
+    print(f"cloud masks of split {args.split!r} (region {args.region!r}): {stats.total} images, "
+          f"{stats.computed} computed, {stats.cached} already cached, {len(stats.failed)} "
+          f"failed, {stats.seconds:.1f} s; cache {cache.cache_dir}")
+    for path, message in stats.failed:
+        print(f"  failed: {message if path in message else f'{path}: {message}'}",
+              file=sys.stderr)
+    return 2 if stats.failed else 0
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from ..data.index import build_index, check_root, check_split_region, write_index
+    from ..data.sampler import Protocol, check_cov_bounds, check_seq_len
+
+    check_seq_len(args.L)
+    check_cov_bounds(args.min_cov, args.max_cov)
+    protocol = Protocol.parse(args.protocol)
+    check_split_region(args.split, args.region)
+    check_root(args.root)  # before the cache, whose default directory lives under ROOT
+    if args.import_pairs is not None:
+        frame = _import(args)
+    else:
+        frame = build_index(args.root, args.split, args.L, args.region, args.min_cov,
+                            args.max_cov, protocol, cache=_cache(args),
+                            progress=not args.no_progress, workers=args.workers)
+    write_index(frame, args.out)
+    n_match = int(frame["match"].sum())
+    print(f"index of split {args.split!r} (region {args.region!r}, L={args.L}): "
+          f"{len(frame)} patches, {n_match} matching, {len(frame) - n_match} skipped "
+          f"(non-matching); wrote {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace):
+    from ..data.index import check_root
+    from ..data.pairing import import_pairs, parse_pairing_name
+    from ..errors import UsageError
+
+    named = parse_pairing_name(args.import_pairs)
+    if named is not None:
+        for key in ("L", "split", "region"):
+            if named[key] != getattr(args, key):
+                raise UsageError(f"--{key}: {getattr(args, key)!r} given but the pairing file "
+                                 f"{args.import_pairs.name} is for {key} {named[key]!r}")
+    root = check_root(args.root)
+    return import_pairs(args.import_pairs, allow_pickle=args.allow_pickle, root=root,
+                        cache=_cache(args), L=args.L)

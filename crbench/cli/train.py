@@ -1,14 +1,95 @@
-"""`crbench train` (placeholder until implemented)."""
+"""`crbench train METHOD --data ROOT --L N --out DIR [...]`: train a learned method.
+
+The method is resolved through the registry (entry-point group ``crbench.methods``) and must be
+a :class:`crbench.api.TrainableMethod`. ``--set KEY=VALUE`` (repeatable) overrides a preset
+value; VALUE is parsed as JSON when possible (``--set lr=1e-3 --set generator='"unet"'`` or
+simply ``--set generator=unet``). With ``--resume`` and no ``--preset``/``--set``, the
+configuration stored in ``DIR/config.json`` is reused.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+_META_KEYS = ("method", "preset", "seq_len", "train_seq_len")  # config keys that are not settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not implemented yet)")
+    p = sub.add_parser("train", help="train a learned method (seq2point, stgan, seqdm, ...)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", metavar="METHOD",
+                   help="registered method name (see `crbench methods`)")
+    p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="SEN12MS-CR-TS root")
+    p.add_argument("--L", dest="seq_len", required=True, type=int, metavar="N",
+                   help="number of input dates")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="checkpoint directory (model.safetensors, config.json, trainer.pt, "
+                        "history.csv)")
+    p.add_argument("--preset", default=None, help="configuration preset: full (default) or tiny")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the "
+                   "preset's epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    p.add_argument("--crop", type=int, default=None, metavar="PX",
+                   help="train on random square crops of this size")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--region", default="all", help="train on one region's train split")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "generator=unet"]`` -> ``{"lr": 0.001, "generator": "unet"}``."""
+    from ..errors import UsageError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set: bad value {item!r}; expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def build_method(args: argparse.Namespace) -> Any:
+    """The TrainableMethod to train, from the arguments (or the stored config on --resume)."""
+    from ..api import TrainableMethod
+    from ..errors import UsageError
+    from ..registry import get_method_class
+    from ..torchutil import CONFIG_FILE, check_config, read_config
+
+    cls = get_method_class(args.method)
+    if not (isinstance(cls, type) and issubclass(cls, TrainableMethod)):
+        raise UsageError(f"METHOD: {args.method!r} has no weights to train; trainable methods "
+                         "are those listed by `crbench methods` as trainable")
+    overrides = parse_overrides(args.overrides)
+    if args.resume and (args.out / CONFIG_FILE).is_file() and args.preset is None \
+            and not overrides:
+        config = read_config(args.out)
+        check_config(config, args.out, method=args.method)
+        preset = config.get("preset", "full")
+        overrides = {k: v for k, v in config.items() if k not in _META_KEYS}
+        return cls(seq_len=args.seq_len, preset=preset, **overrides)
+    return cls(seq_len=args.seq_len, preset=args.preset or "full", **overrides)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("crbench train is not implemented yet")
+    method = build_method(args)
+    path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
+                      device=args.device, resume=args.resume, seed=args.seed,
+                      progress=not args.no_progress, workers=args.workers,
+                      region=args.region, crop=args.crop)
+    print(f"crbench train: {args.method} checkpoint written to {path}", file=sys.stdout)
+    return 0

@@ -1,0 +1,306 @@
+"""Index of a SEN12MS-CR-TS tree: which patches a split holds and which dates each sample uses.
+
+:func:`scan_tree` lists the patches of a split (file names only, nothing is read);
+:func:`build_index` adds each date's cloud coverage from the mask cache (computing only the
+masks that are not cached yet) and applies the "fixed" sampler. The index is a
+:class:`pandas.DataFrame` with the columns of DESIGN.md (:data:`INDEX_COLUMNS`); it round-trips
+through CSV with :func:`write_index` / :func:`read_index`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..constants import ALL_ROIS, MODALITIES, N_DATES, REGIONS, S1_LAUNCH, SPLIT_NAMES, rois_for
+from ..errors import DataError, DatasetNotFoundError, UsageError
+from .layout import EXPECTED_LAYOUT, FileKey, parse_name
+from .sampler import Protocol, Selection, check_cov_bounds, check_seq_len, select_fixed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .masks import MaskCache
+
+INDEX_COLUMNS: tuple[str, ...] = ("roi", "patch", "input_idx", "target_idx", "coverage_inputs",
+                                  "coverage_target", "match")
+LIST_SEP = ";"
+
+
+@dataclass
+class PatchRecord:
+    """All dates of one patch.
+
+    Attributes:
+        roi: ROI key, e.g. ``"ROIs1868/119"``.
+        patch: patch number from the file names.
+        s1: the 30 S1 GeoTIFFs, date index t = 0..29.
+        s2: the 30 S2 GeoTIFFs, date index t = 0..29.
+        days: S2 acquisition day of each date, counted from the S1 launch (2014-04-03).
+    """
+
+    roi: str
+    patch: int
+    s1: list[Path] = field(default_factory=list)
+    s2: list[Path] = field(default_factory=list)
+    days: list[int] = field(default_factory=list)
+
+
+def check_split_region(split: str, region: str) -> tuple[str, ...]:
+    """The ROI keys of ``split`` in ``region``.
+
+    Raises:
+        UsageError: unknown split or region, naming the allowed values.
+    """
+    if region not in REGIONS:
+        raise UsageError(f"region: unknown value {region!r}; expected one of {', '.join(REGIONS)}")
+    if split not in SPLIT_NAMES:
+        raise UsageError(f"split: unknown value {split!r}; expected one of "
+                         f"{', '.join(SPLIT_NAMES)}")
+    return rois_for(split, region)
+
+
+def rois_present(root: Path) -> list[str]:
+    """Official ROI keys ("ROIsXXXX/<id>") that exist as directories under ``root``."""
+    return [roi for roi in ALL_ROIS if (Path(root) / roi).is_dir()]
+
+
+def check_root(root: Path) -> Path:
+    """``root`` as an absolute Path if it is a directory.
+
+    Raises:
+        DatasetNotFoundError: missing or not a directory; the message shows the layout.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"data root {str(root)!r} {what}; expected the SEN12MS-CR-TS layout {EXPECTED_LAYOUT}. "
+            f"For a try-out, write a small synthetic dataset with `crbench synth {root}`")
+    return root
+
+
+def _list_dir(directory: Path, mod: str, roi: str, t: int) -> dict[int, tuple[Path, FileKey]]:
+    """Files of one date directory by patch number; foreign files are ignored."""
+    found: dict[int, tuple[Path, FileKey]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        key = parse_name(entry.name)
+        if key is None or key.mod != mod or key.roi != roi or key.t != t:
+            continue
+        found[key.patch] = (Path(entry.path), key)
+    return found
+
+
+def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:
+    """Records of one ROI; every patch must have all 30 dates of both modalities."""
+    per_date = {mod: [_list_dir(root / roi / mod / str(t), mod.lower(), roi, t)
+                      for t in range(N_DATES)] for mod in MODALITIES}
+    patches = sorted({p for mod in MODALITIES for files in per_date[mod] for p in files})
+    if not patches:
+        raise DataError(f"{root / roi}: ROI directory holds no images named as in the layout "
+                        f"{EXPECTED_LAYOUT}; run `crbench data verify {root}` for a full report")
+    records = []
+    for patch in patches:
+        missing = [f"{mod}/{t}" for mod in MODALITIES for t in range(N_DATES)
+                   if patch not in per_date[mod][t]]
+        if missing:
+            shown = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
+            raise DataError(
+                f"{roi} patch {patch}: {len(missing)} of {2 * N_DATES} images missing ({shown}); "
+                f"run `crbench data verify {root}` for a full report")
+        s1 = [per_date["S1"][t][patch][0] for t in range(N_DATES)]
+        s2 = [per_date["S2"][t][patch][0] for t in range(N_DATES)]
+        days = [(per_date["S2"][t][patch][1].day - S1_LAUNCH).days for t in range(N_DATES)]
+        records.append(PatchRecord(roi, patch, s1, s2, days))
+    return records
+
+
+def scan_tree(root: Path, split: str = "test", region: str = "all") -> list[PatchRecord]:
+    """List the patches of one split from the file names (no image is opened).
+
+    ROIs come in the toolbox's order (ROIs1158, ROIs1868, ROIs1970, ROIs2017, ids as listed),
+    patches by number. ROIs of the split that are absent are left out, like the toolbox does.
+
+    Args:
+        root: dataset root, laid out as in DESIGN.md.
+        split: "train", "val", "test" or "all".
+        region: "all", "africa", "america", "asiaEast", "asiaWest" or "europa".
+
+    Returns:
+        One record per patch.
+
+    Raises:
+        UsageError: unknown split or region.
+        DatasetNotFoundError: ``root`` is missing, or none of the split's ROIs is present.
+        DataError: a patch lacks a date of one modality.
+    """
+    wanted = set(check_split_region(split, region))
+    root = check_root(root)
+    present = rois_present(root)
+    rois = [roi for roi in present if roi in wanted]
+    records = [rec for roi in rois for rec in _scan_roi(root, roi)]
+    if not records:
+        found = _short_list(present) if present else "none"
+        raise DatasetNotFoundError(
+            f"split {split!r} of region {region!r} is empty under {str(root)!r}: it expects the "
+            f"ROIs {_short_list(sorted(wanted))}; ROIs found: {found}. "
+            f"Expected layout: {EXPECTED_LAYOUT}")
+    return records
+
+
+def _short_list(items: Sequence[str], limit: int = 15) -> str:
+    """Comma-separated, cut after ``limit`` items with the total count."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])}, ... ({len(items)} in all)"
+
+
+def _format_list(values: Iterable[object]) -> str:
+    return LIST_SEP.join(str(v) for v in values)
+
+
+def _format_cov(c: float) -> str:
+    return "nan" if math.isnan(c) else repr(float(c))
+
+
+def index_row(rec_roi: str, patch: int, sel: Selection, coverage: Sequence[float]) -> dict:
+    """One index row (DESIGN.md columns) for a selection over a coverage vector."""
+    return {"roi": rec_roi, "patch": int(patch), "input_idx": _format_list(sel.input_idx),
+            "target_idx": int(sel.target_idx),
+            "coverage_inputs": _format_list(_format_cov(coverage[i]) for i in sel.input_idx),
+            "coverage_target": float(coverage[sel.target_idx]), "match": bool(sel.match)}
+
+
+def make_frame(rows: list[dict]) -> pd.DataFrame:
+    """A DataFrame with exactly :data:`INDEX_COLUMNS` and their dtypes."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    return frame.astype({"roi": str, "patch": "int64", "input_idx": str, "target_idx": "int64",
+                         "coverage_inputs": str, "coverage_target": "float64", "match": bool})
+
+
+def patch_coverage(records: Sequence[PatchRecord], cache: MaskCache, workers: int = 1,
+                   progress: bool = False) -> list[list[float]]:
+    """Cloud coverage of every date of every record, computing only uncached masks.
+
+    Raises:
+        DataError: an image could not be read (named in the message).
+    """
+    paths = [p for rec in records for p in rec.s2]
+    flat = cache.coverages(paths, workers=workers, progress=progress)
+    n = len(records[0].s2) if records else 0
+    return [[float(c) for c in flat[i * n:(i + 1) * n]] for i in range(len(records))]
+
+
+def build_index(root: Path, split: str, L: int, region: str = "all",
+                min_cov: float = 0.0, max_cov: float = 1.0,
+                protocol: Protocol | str = Protocol.TOOLBOX, cache: MaskCache | None = None,
+                progress: bool = False, workers: int = 1) -> pd.DataFrame:
+    """Index one split with the "fixed" sampler (DESIGN.md).
+
+    Coverage comes from the mask cache; masks not cached yet are computed once (in
+    ``workers`` processes, with a progress bar if ``progress``) and stored.
+
+    Args:
+        root: dataset root.
+        split: "train", "val", "test" or "all".
+        L: number of inputs, 1..29.
+        region: region name.
+        min_cov: lower coverage bound of an input (inclusive).
+        max_cov: upper coverage bound of an input (inclusive).
+        protocol: "toolbox" (the target may be an input) or "strict".
+        cache: mask cache; default ``MaskCache(root)``.
+        progress: show a progress bar (stderr) while computing masks.
+        workers: processes for computing missing masks.
+
+    Returns:
+        One row per patch with the columns :data:`INDEX_COLUMNS`.
+
+    Raises:
+        UsageError: bad L, bounds, protocol, split or region.
+        DatasetNotFoundError: missing root or empty split.
+        DataError: incomplete patch or unreadable image.
+    """
+    L = check_seq_len(L)
+    min_cov, max_cov = check_cov_bounds(min_cov, max_cov)
+    protocol = Protocol.parse(protocol)
+    records = scan_tree(root, split, region)
+    if cache is None:
+        from .masks import MaskCache
+
+        cache = MaskCache(Path(root))
+    coverages = patch_coverage(records, cache, workers=workers, progress=progress)
+    rows = [index_row(rec.roi, rec.patch, select_fixed(cov, L, min_cov, max_cov, protocol), cov)
+            for rec, cov in zip(records, coverages, strict=True)]
+    return make_frame(rows)
+
+
+def write_index(frame: pd.DataFrame, path: Path) -> Path:
+    """Write an index as CSV (columns :data:`INDEX_COLUMNS`, floats at full precision)."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    frame.loc[:, list(INDEX_COLUMNS)].to_csv(path, index=False)
+    return path
+
+
+def _parse_bool(value: object) -> bool:
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise ValueError(value)
+
+
+def read_index(path: Path) -> pd.DataFrame:
+    """Read an index CSV written by :func:`write_index` or ``crbench data index``.
+
+    Raises:
+        DatasetNotFoundError: the file does not exist.
+        DataError: a column is missing or a value cannot be parsed.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"index file {str(path)!r} does not exist; write one with "
+                                   "`crbench data index ROOT --split S --L N --out FILE.csv`")
+    frame = pd.read_csv(path, dtype={"roi": str, "input_idx": str, "coverage_inputs": str})
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"index file {str(path)!r}: missing column(s) {', '.join(missing)}; "
+                        f"expected {', '.join(INDEX_COLUMNS)}")
+    try:
+        frame["match"] = [_parse_bool(v) for v in frame["match"]]
+        rows = frame.to_dict("records")
+        for row in rows:
+            parse_row(row)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"index file {str(path)!r}: unparsable value ({exc})") from None
+    return make_frame(rows)
+
+
+def parse_row(row: dict) -> tuple[Selection, list[float], float]:
+    """Selection, input coverages and target coverage of one index row.
+
+    Raises:
+        ValueError: malformed list fields or date indices outside 0..29.
+    """
+    inputs = [int(v) for v in str(row["input_idx"]).split(LIST_SEP)]
+    covs = [float(v) for v in str(row["coverage_inputs"]).split(LIST_SEP)]
+    target = int(row["target_idx"])
+    if len(covs) != len(inputs):
+        raise ValueError(f"{len(inputs)} input indices but {len(covs)} coverages")
+    if not all(0 <= i < N_DATES for i in [*inputs, target]):
+        raise ValueError(f"date index outside 0..{N_DATES - 1} in {inputs} / {target}")
+    return Selection(inputs, target, bool(row["match"])), covs, float(row["coverage_target"])

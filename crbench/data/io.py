@@ -1,0 +1,145 @@
+"""Reading SEN12MS-CR-TS GeoTIFFs with rasterio, and the scaling of DESIGN.md.
+
+Every read goes through :func:`read_raster`, which turns the many ways a file can be broken
+(missing, not a GeoTIFF, truncated, wrong band count) into one clear :class:`DataError` or
+:class:`DatasetNotFoundError` that names the file, and replaces NaN/inf pixels by 0 while
+counting them, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crbench.constants import N_S1_BANDS, N_S2_BANDS, S1_DB_MAX, S1_DB_MIN, S2_MAX
+from crbench.errors import DataError, DatasetNotFoundError
+
+# Do not list the directory on every open (a date directory of the real dataset holds
+# hundreds of patches; we never use sidecar files such as .aux.xml or .ovr).
+_GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+class BandCountError(DataError):
+    """A GeoTIFF has another number of bands than its modality needs."""
+
+    def __init__(self, path: Path, found: int, expected: int) -> None:
+        super().__init__(f"{path}: wrong band count: found {found} bands, expected {expected}")
+        self.path, self.found, self.expected = Path(path), found, expected
+
+
+@dataclass
+class RasterRead:
+    """The pixels of one image and where they lie.
+
+    Attributes:
+        array: Pixel values, ``np.float32`` of shape (C, H, W); NaN/inf replaced by 0.
+        nonfinite: How many values (over all bands) were NaN or inf before replacement.
+        transform: The affine geotransform (``affine.Affine``) of the file.
+        crs: The coordinate reference system (``rasterio.crs.CRS``), or None.
+    """
+
+    array: np.ndarray
+    nonfinite: int
+    transform: Any
+    crs: Any
+
+
+def _cause(err: BaseException) -> str:
+    """The most specific message of a rasterio error chain (GDAL puts details in the cause)."""
+    parts = [str(err)]
+    cause = err.__cause__ or err.__context__
+    if cause is not None and str(cause) and str(cause) not in parts[0]:
+        parts.append(str(cause))
+    return "; ".join(p for p in parts if p)
+
+
+def read_header(path: Path) -> tuple[int, tuple[int, int], str]:
+    """Open a GeoTIFF's header only: (band count, (height, width), dtype).
+
+    Raises:
+        DatasetNotFoundError: ``path`` does not exist.
+        DataError: the file cannot be opened as a raster (corrupt, not a GeoTIFF).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: file not found (expected a GeoTIFF image)")
+    try:
+        with warnings.catch_warnings(), rasterio.Env(**_GDAL_ENV):
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.count, (src.height, src.width), src.dtypes[0]
+    except RasterioError as err:
+        raise DataError(f"{path}: unreadable GeoTIFF ({_cause(err)}); the file is corrupt, "
+                        "truncated or not a GeoTIFF") from err
+
+
+def read_raster(path: Path, bands: int) -> RasterRead:
+    """Read all bands of a GeoTIFF as float32, checking the band count.
+
+    Args:
+        path: The image file.
+        bands: The number of bands the file must have (13 for S2, 2 for S1).
+
+    Returns:
+        The pixels (NaN/inf replaced by 0 and counted) with transform and CRS.
+
+    Raises:
+        DatasetNotFoundError: ``path`` does not exist.
+        DataError: corrupt or truncated file, or a band count other than ``bands``;
+            the message names the file, the count found and the count expected.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: file not found (expected a GeoTIFF with {bands} "
+                                   "bands)")
+    try:
+        with warnings.catch_warnings(), rasterio.Env(**_GDAL_ENV):
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                if src.count != bands:
+                    raise BandCountError(path, src.count, bands)
+                array = src.read(out_dtype=np.float32)
+                transform, crs = src.transform, src.crs
+    except RasterioError as err:
+        raise DataError(f"{path}: unreadable GeoTIFF ({_cause(err)}); the file is corrupt, "
+                        "truncated or not a GeoTIFF") from err
+    nonfinite = 0
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        nonfinite = int(np.count_nonzero(bad))
+        if nonfinite:
+            array[bad] = 0.0
+    return RasterRead(array=array, nonfinite=nonfinite, transform=transform, crs=crs)
+
+
+def read_s2(path: Path) -> RasterRead:
+    """Read a Sentinel-2 image: 13 bands of raw digital numbers (reflectance x 10000)."""
+    return read_raster(path, N_S2_BANDS)
+
+
+def read_s1(path: Path) -> RasterRead:
+    """Read a Sentinel-1 image: 2 bands (VV, VH) in dB."""
+    return read_raster(path, N_S1_BANDS)
+
+
+def scale_s2(raw: np.ndarray) -> np.ndarray:
+    """Raw S2 digital numbers -> [0, 1]: clip to [0, 10000], then divide by 10000 (float32)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    return np.clip(raw, 0.0, S2_MAX) / np.float32(S2_MAX)
+
+
+def scale_s1(db: np.ndarray) -> np.ndarray:
+    """S1 backscatter in dB -> [0, 1]: clip to [-25, 0] dB, then rescale linearly (float32)."""
+    db = np.asarray(db, dtype=np.float32)
+    span = np.float32(S1_DB_MAX - S1_DB_MIN)
+    return (np.clip(db, S1_DB_MIN, S1_DB_MAX) - np.float32(S1_DB_MIN)) / span

@@ -1,0 +1,546 @@
+"""Cloud masks (s2cloudless exactly as in DESIGN.md) and their on-disk cache.
+
+Cache layout: one compressed ``.npz`` file per (ROI, patch) under the cache directory
+(``<cache>/<ROIsXXXX>/<id>/patch_<n>.npz``), holding, for every date of that patch that was
+computed, the key of its source image (path relative to the data root, file size, mtime_ns),
+its coverage and its bit-packed mask. Reading coverage loads only the small key/coverage
+arrays of one file, never the masks, so indexing thousands of images reads one small file per
+patch. Every write re-reads the file under a lock, merges, writes a temporary file and
+renames it over the old one, so a crash never leaves a half-written entry and concurrent
+workers do not lose each other's entries. An unreadable cache file is treated as empty and
+rewritten. Images whose names do not follow the layout get one cache file each under
+``<cache>/_other/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crbench.constants import BLANK_EPS, N_S2_BANDS, S2CLOUDLESS_KWARGS
+from crbench.data.io import read_s2, scale_s2
+from crbench.data.layout import EXPECTED_LAYOUT, parse_name
+from crbench.errors import DataError, DatasetNotFoundError, UsageError
+
+CACHE_ENV = "CRBENCH_CACHE_DIR"
+_FORMAT = json.dumps({"format": 1, "s2cloudless": S2CLOUDLESS_KWARGS, "blank_eps": BLANK_EPS},
+                     sort_keys=True)
+_META_KEYS = ("format", "paths", "sizes", "mtimes", "coverage", "shapes", "offsets")
+_BAD_CACHE = (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile)
+_MAX_GROUPS = 128  # patch files kept in memory per MaskCache
+
+_DETECTOR = None
+
+
+def _detector():
+    """The process-wide s2cloudless detector, created on first use."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        from s2cloudless import S2PixelCloudDetector
+
+        _DETECTOR = S2PixelCloudDetector(**S2CLOUDLESS_KWARGS)
+    return _DETECTOR
+
+
+def compute_cloud_mask(raw_s2: np.ndarray) -> np.ndarray:
+    """Cloud mask of one S2 image, exactly as the SEN12MS-CR-TS toolbox computes it.
+
+    The image is clipped to [0, 10000] and divided by 10000, moved to channels-last with a
+    batch axis and given to ``S2PixelCloudDetector(threshold=0.4, all_bands=True,
+    average_over=4, dilation_size=2)``. An all-blank image (mean and std of the scaled image
+    below 1e-5) counts as fully cloudy.
+
+    Args:
+        raw_s2: Raw S2 digital numbers, shape (13, H, W).
+
+    Returns:
+        Boolean mask (H, W), True = cloud.
+
+    Raises:
+        UsageError: ``raw_s2`` does not have shape (13, H, W).
+    """
+    raw = np.asarray(raw_s2)
+    if raw.ndim != 3 or raw.shape[0] != N_S2_BANDS:
+        raise UsageError(f"raw_s2: shape {raw.shape} is not an S2 image; expected "
+                         f"({N_S2_BANDS}, H, W)")
+    img = scale_s2(raw)
+    if img.mean() < BLANK_EPS and img.std() < BLANK_EPS:
+        return np.ones(img.shape[1:], dtype=bool)
+    batch = np.moveaxis(img, 0, -1)[None, ...]
+    return _detector().get_cloud_masks(batch)[0].astype(bool)
+
+
+@dataclass
+class PrecomputeStats:
+    """Outcome of :meth:`MaskCache.precompute`.
+
+    Attributes:
+        computed: Masks computed and stored.
+        cached: Masks already in the cache and fresh (not recomputed).
+        seconds: Wall-clock time of the whole call.
+        failed: (path, message) of every image that could not be read; nothing is dropped
+            silently.
+    """
+
+    computed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Number of distinct images asked for."""
+        return self.computed + self.cached + len(self.failed)
+
+
+@dataclass
+class _Entry:
+    """One freshly computed mask, ready to be stored."""
+
+    size: int
+    mtime: int
+    coverage: float
+    shape: tuple[int, int]
+    packed: np.ndarray
+
+
+@dataclass
+class _Group:
+    """The contents of one cache file (one patch): keys, coverage and optionally the bits."""
+
+    stamp: tuple[int, int] | None
+    index: dict[str, int]
+    sizes: np.ndarray
+    mtimes: np.ndarray
+    coverage: np.ndarray
+    shapes: np.ndarray
+    offsets: np.ndarray
+    bits: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> _Group:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(None, {}, z, z, np.zeros(0), np.zeros((0, 2), np.int64), np.zeros(1, np.int64),
+                   np.zeros(0, np.uint8))
+
+    def fresh(self, rel: str, st: os.stat_result) -> int | None:
+        """Index of ``rel`` if stored with the same size and mtime as ``st``, else None."""
+        i = self.index.get(rel)
+        if i is None or self.sizes[i] != st.st_size or self.mtimes[i] != st.st_mtime_ns:
+            return None
+        return i
+
+    def unpack(self, i: int) -> np.ndarray:
+        """The boolean mask of entry ``i`` (bits must be loaded)."""
+        if self.bits is None:
+            raise RuntimeError("internal: mask bits not loaded")
+        h, w = (int(v) for v in self.shapes[i])
+        packed = self.bits[self.offsets[i]:self.offsets[i + 1]]
+        return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
+
+    def entries(self) -> dict[str, _Entry]:
+        """All stored entries as :class:`_Entry` (bits must be loaded)."""
+        if self.bits is None:
+            raise RuntimeError("internal: mask bits not loaded")
+        return {rel: _Entry(int(self.sizes[i]), int(self.mtimes[i]), float(self.coverage[i]),
+                            (int(self.shapes[i][0]), int(self.shapes[i][1])),
+                            self.bits[self.offsets[i]:self.offsets[i + 1]])
+                for rel, i in self.index.items()}
+
+
+def _read_group(path: Path, with_bits: bool) -> _Group:
+    """Load a cache file; a missing, corrupt or outdated file reads as an empty group."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            with np.load(fh, allow_pickle=False) as z:
+                if str(z["format"]) != _FORMAT:
+                    return _Group.empty()
+                paths = [str(p) for p in z["paths"]]
+                group = _Group((st.st_size, st.st_mtime_ns), {p: i for i, p in enumerate(paths)},
+                               z["sizes"], z["mtimes"], z["coverage"], z["shapes"], z["offsets"],
+                               z["bits"] if with_bits else None)
+    except FileNotFoundError:
+        return _Group.empty()
+    except _BAD_CACHE:
+        return _Group.empty()
+    n = len(group.index)
+    if not (len(group.sizes) == len(group.mtimes) == len(group.coverage) == len(group.shapes)
+            == n and len(group.offsets) == n + 1):
+        return _Group.empty()
+    if with_bits and (group.bits is None or len(group.bits) != int(group.offsets[-1])):
+        return _Group.empty()
+    return group
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` + '.lock' (POSIX); a no-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(f"{path}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_group(path: Path, updates: dict[str, _Entry]) -> None:
+    """Merge ``updates`` into the cache file at ``path`` atomically (lock, temp file, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        merged = _read_group(path, with_bits=True).entries()
+        merged.update(updates)
+        rels = sorted(merged)
+        sizes = [len(merged[r].packed) for r in rels]
+        arrays = {
+            "format": np.array(_FORMAT),
+            "paths": np.array(rels, dtype=str),
+            "sizes": np.array([merged[r].size for r in rels], dtype=np.int64),
+            "mtimes": np.array([merged[r].mtime for r in rels], dtype=np.int64),
+            "coverage": np.array([merged[r].coverage for r in rels], dtype=np.float64),
+            "shapes": np.array([merged[r].shape for r in rels], dtype=np.int64).reshape(-1, 2),
+            "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "bits": (np.concatenate([merged[r].packed for r in rels]).astype(np.uint8)
+                     if rels else np.zeros(0, np.uint8)),
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _compute_entry(path: Path) -> _Entry:
+    """Read one S2 image and compute its mask; the key is taken before reading."""
+    st = path.stat()
+    mask = compute_cloud_mask(read_s2(path).array)
+    return _Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
+                  np.packbits(mask.ravel()))
+
+
+def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
+                   ) -> tuple[int, list[tuple[str, str]]]:
+    """Worker task: compute the masks of one patch and store them (spawn-safe, top level).
+
+    Args:
+        group_path: The cache file of the patch.
+        items: (absolute image path, path relative to the data root) pairs.
+
+    Returns:
+        (number computed, [(path, error message), ...] for images that could not be read).
+    """
+    from crbench.errors import CrbenchError
+
+    updates: dict[str, _Entry] = {}
+    failed: list[tuple[str, str]] = []
+    for abs_path, rel in items:
+        try:
+            updates[rel] = _compute_entry(Path(abs_path))
+        except CrbenchError as err:
+            failed.append((abs_path, str(err)))
+    if updates:
+        _write_group(Path(group_path), updates)
+    return len(updates), failed
+
+
+def _init_worker() -> None:
+    """Pool initialiser: one OpenMP thread per worker process (no oversubscription)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _root_hash(root: Path) -> str:
+    return hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:16]
+
+
+def default_cache_dir(data_root: Path) -> Path:
+    """Where the mask cache of ``data_root`` lives.
+
+    ``$CRBENCH_CACHE_DIR/<hash of root>`` if that variable is set; else ``ROOT/.crbench/masks``
+    if it exists or can be created; else ``~/.cache/crbench/<hash of root>`` (read-only root).
+    """
+    root = Path(data_root)
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser() / _root_hash(root)
+    local = root / ".crbench" / "masks"
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+        if os.access(local, os.W_OK):
+            return local
+    except OSError:
+        pass
+    if local.is_dir():  # read-only but already filled: still worth reading
+        return local
+    return Path.home() / ".cache" / "crbench" / _root_hash(root)
+
+
+class MaskCache:
+    """Cloud masks of the S2 images under one data root, computed once and kept on disk.
+
+    Args:
+        data_root: The SEN12MS-CR-TS root; images are keyed by their path relative to it.
+        cache_dir: Where to keep the cache; default :func:`default_cache_dir`.
+
+    Attributes:
+        hits: Masks or coverages served from the cache.
+        misses: Masks computed (by this object, including :meth:`precompute`).
+    """
+
+    def __init__(self, data_root: Path, cache_dir: Path | None = None) -> None:
+        self.root = Path(data_root)
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"data_root: {self.root} is not a directory; expected "
+                                       f"{EXPECTED_LAYOUT}")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(
+            self.root)
+        self.hits = 0
+        self.misses = 0
+        self._groups: OrderedDict[Path, _Group] = OrderedDict()
+        self._warned = False
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_groups"] = OrderedDict()  # workers reload what they need
+        return state
+
+    # -- keys ------------------------------------------------------------------------------
+    def _locate(self, s2_path: Path) -> tuple[Path, str, os.stat_result]:
+        """(absolute path, key relative to the root, stat) of an image under the root."""
+        path = Path(s2_path)
+        if not path.is_absolute():
+            path = self.root / path
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
+        except ValueError:
+            try:
+                rel = path.resolve().relative_to(self.root.resolve())
+            except ValueError:
+                raise UsageError(f"s2_path: {s2_path} is not under the data root {self.root}; "
+                                 "expected an image inside the tree") from None
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"{path}: file not found (expected an S2 GeoTIFF)") from None
+        return path, rel.as_posix(), st
+
+    def _group_path(self, rel: str) -> Path:
+        """The cache file of the patch an image belongs to."""
+        key = parse_name(rel.rsplit("/", 1)[-1])
+        if key is None:
+            return self.cache_dir / "_other" / f"{hashlib.sha1(rel.encode()).hexdigest()}.npz"
+        return self.cache_dir / key.roi / f"patch_{key.patch}.npz"
+
+    # -- groups ----------------------------------------------------------------------------
+    def _group(self, gpath: Path, rel: str, st: os.stat_result, with_bits: bool
+               ) -> tuple[_Group, int | None]:
+        """The group holding ``rel`` and its fresh index, reloading from disk when needed."""
+        group = self._groups.get(gpath)
+        if group is not None:
+            self._groups.move_to_end(gpath)
+            i = group.fresh(rel, st)
+            if i is not None and (group.bits is not None or not with_bits):
+                return group, i
+        group = _read_group(gpath, with_bits)
+        self._groups[gpath] = group
+        while len(self._groups) > _MAX_GROUPS:
+            self._groups.popitem(last=False)
+        return group, group.fresh(rel, st)
+
+    def _store(self, gpath: Path, updates: dict[str, _Entry]) -> None:
+        """Write entries; a read-only cache only warns (once) and keeps working uncached."""
+        try:
+            _write_group(gpath, updates)
+        except OSError as err:
+            self._warn_unwritable(err)
+        self._groups.pop(gpath, None)
+
+    # -- public ----------------------------------------------------------------------------
+    def is_cached(self, s2_path: Path) -> bool:
+        """True if a fresh mask of ``s2_path`` is stored (nothing is computed)."""
+        _, rel, st = self._locate(s2_path)
+        return self._group(self._group_path(rel), rel, st, with_bits=False)[1] is not None
+
+    def coverage(self, s2_path: Path) -> float:
+        """Cloud coverage (mean of the mask) of one image; read from the cache when fresh."""
+        path, rel, st = self._locate(s2_path)
+        gpath = self._group_path(rel)
+        group, i = self._group(gpath, rel, st, with_bits=False)
+        if i is not None:
+            self.hits += 1
+            return float(group.coverage[i])
+        return float(self._compute(path, rel, gpath).mean())
+
+    def mask(self, s2_path: Path) -> np.ndarray:
+        """Boolean cloud mask (H, W) of one image; computed and stored if missing or stale."""
+        path, rel, st = self._locate(s2_path)
+        gpath = self._group_path(rel)
+        group, i = self._group(gpath, rel, st, with_bits=True)
+        if i is not None:
+            self.hits += 1
+            return group.unpack(i)
+        return self._compute(path, rel, gpath)
+
+    def coverages(self, s2_paths: Iterable[Path], workers: int = 1,
+                  progress: bool = False) -> list[float]:
+        """Coverage of many images; missing ones are computed first, one write per patch.
+
+        Raises:
+            DataError: an image could not be read (the first such image is named).
+            DatasetNotFoundError: an image does not exist.
+        """
+        paths = list(s2_paths)
+        self._ensure(paths, workers, progress)
+        return [self.coverage(p) for p in paths]
+
+    def masks(self, s2_paths: Iterable[Path], workers: int = 1,
+              progress: bool = False) -> list[np.ndarray]:
+        """Masks of many images (e.g. the dates of one sample), one cache write per patch.
+
+        Raises:
+            DataError: an image could not be read (the first such image is named).
+            DatasetNotFoundError: an image does not exist.
+        """
+        paths = list(s2_paths)
+        self._ensure(paths, workers, progress)
+        return [self.mask(p) for p in paths]
+
+    def _ensure(self, paths: list[Path], workers: int, progress: bool) -> None:
+        stats = self._precompute(paths, workers, progress)
+        if stats.failed:
+            path, message = stats.failed[0]
+            message = message if path in message else f"{path}: {message}"
+            if not Path(path).exists():
+                raise DatasetNotFoundError(message)
+            raise DataError(message)
+
+    def _compute(self, path: Path, rel: str, gpath: Path) -> np.ndarray:
+        entry = _compute_entry(path)
+        self.misses += 1
+        self._store(gpath, {rel: entry})
+        h, w = entry.shape
+        return np.unpackbits(entry.packed, count=h * w).reshape(h, w).astype(bool)
+
+    def _stale_jobs(self, s2_paths: Iterable[Path], stats: PrecomputeStats
+                    ) -> dict[Path, list[tuple[str, str]]]:
+        """Group the images needing computation by cache file; count fresh and missing ones."""
+        jobs: dict[Path, list[tuple[str, str]]] = {}
+        seen: set[str] = set()
+        for p in s2_paths:
+            try:
+                path, rel, st = self._locate(p)
+            except DatasetNotFoundError as err:
+                stats.failed.append((str(p), str(err)))
+                continue
+            if rel in seen:
+                continue
+            seen.add(rel)
+            gpath = self._group_path(rel)
+            if self._group(gpath, rel, st, with_bits=False)[1] is not None:
+                stats.cached += 1
+            else:
+                jobs.setdefault(gpath, []).append((str(path), rel))
+        return jobs
+
+    def precompute(self, s2_paths: Iterable[Path], workers: int = 1,
+                   progress: bool = True) -> PrecomputeStats:
+        """Compute and store the masks of all images not freshly cached.
+
+        Work is split by patch (one cache file per task), so parallel workers never write the
+        same file. Missing or unreadable images are listed in the result, not raised.
+
+        Args:
+            s2_paths: S2 images under the data root.
+            workers: Worker processes (spawned); 1 computes in this process.
+            progress: Show a tqdm progress bar on stderr.
+
+        Returns:
+            Counts of computed, cached and failed images and the time taken.
+
+        Raises:
+            UsageError: ``workers`` < 1.
+        """
+        self._groups.clear()  # judge freshness by what is on disk now
+        return self._precompute(s2_paths, workers, progress)
+
+    def _precompute(self, s2_paths: Iterable[Path], workers: int, progress: bool
+                    ) -> PrecomputeStats:
+        """:meth:`precompute` trusting fresh entries already held in memory."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise UsageError(f"workers: {workers!r} is not a positive integer; expected >= 1")
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        stats = PrecomputeStats()
+        jobs = self._stale_jobs(s2_paths, stats)
+        total = sum(len(v) for v in jobs.values())
+        with tqdm(total=total, desc="cloud masks", unit="img", disable=not progress or not total,
+                  file=sys.stderr) as bar:
+            for gpath, (n, failed) in self._run_jobs(jobs, workers):
+                stats.computed += n
+                stats.failed.extend(failed)
+                self._groups.pop(gpath, None)
+                bar.update(n + len(failed))
+        self.misses += stats.computed
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    def _run_jobs(self, jobs: dict[Path, list[tuple[str, str]]], workers: int
+                  ) -> Iterator[tuple[Path, tuple[int, list[tuple[str, str]]]]]:
+        """Yield (cache file, result of :func:`_compute_group`) per patch, in a pool if asked."""
+        if workers == 1 or len(jobs) <= 1:
+            for gpath, items in jobs.items():
+                yield gpath, self._guarded(gpath, items)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                                 initializer=_init_worker) as pool:
+            futures = {pool.submit(_compute_group, str(g), items): g for g, items in jobs.items()}
+            for fut in as_completed(futures):
+                gpath = futures[fut]
+                try:
+                    yield gpath, fut.result()
+                except OSError as err:
+                    self._warn_unwritable(err)
+                    yield gpath, (len(jobs[gpath]), [])
+
+    def _guarded(self, gpath: Path, items: list[tuple[str, str]]
+                 ) -> tuple[int, list[tuple[str, str]]]:
+        """In-process :func:`_compute_group` that tolerates a read-only cache."""
+        try:
+            return _compute_group(str(gpath), items)
+        except OSError as err:
+            self._warn_unwritable(err)
+            return len(items), []
+
+    def _warn_unwritable(self, err: OSError) -> None:
+        """Warn once that masks cannot be stored (they are still computed and returned)."""
+        if not self._warned:
+            warnings.warn(f"cloud-mask cache {self.cache_dir} is not writable ({err}); set "
+                          f"{CACHE_ENV} to a writable directory", stacklevel=4)
+            self._warned = True

@@ -1,0 +1,387 @@
+"""`crbench data verify`: check a SEN12MS-CR-TS tree and name everything missing or broken.
+
+The tree is walked once: every ROI directory, both modalities, all 30 date directories and
+every file in them. Every image is opened and read with rasterio (which also catches
+truncated files and NaN/inf pixels); S2 images are checked for being blank. A patch is
+*complete* when all 30 dates of S1 and S2 are present and readable with the right band count
+and size; the tree is *usable* when it has at least one complete patch.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crbench.constants import ALL_ROIS, BLANK_EPS, MODALITIES, N_DATES, N_S1_BANDS, N_S2_BANDS
+from crbench.data.io import BandCountError, read_raster, scale_s2
+from crbench.data.layout import EXPECTED_LAYOUT, FileKey, parse_name
+from crbench.errors import DataError, DatasetNotFoundError
+
+_ROIS_DIR = re.compile(r"^ROIs\d{4}$")
+_BANDS = {"S1": N_S1_BANDS, "S2": N_S2_BANDS}
+
+
+class Severity(enum.Enum):
+    """ERROR: data is missing or unusable; WARNING: usable, but worth knowing."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class ProblemKind(enum.Enum):
+    """What is wrong with one path of the tree."""
+
+    ROOT_MISSING = "root_missing"
+    ROOT_EMPTY = "root_empty"
+    UNKNOWN_ROI = "unknown_roi"
+    UNEXPECTED_ENTRY = "unexpected_entry"
+    BAD_NAME = "bad_name"
+    MISSING_MODALITY = "missing_modality"
+    MISSING_DATE = "missing_date"
+    MISSING_FILE = "missing_file"
+    PATCH_MISMATCH = "patch_mismatch"
+    UNREADABLE = "unreadable"
+    WRONG_BANDS = "wrong_bands"
+    SHAPE_MISMATCH = "shape_mismatch"
+    NONFINITE = "nonfinite"
+    BLANK = "blank"
+    CONSTANT = "constant"
+
+    @property
+    def severity(self) -> Severity:
+        """Errors make data unusable; the rest are warnings."""
+        return Severity.WARNING if self in _WARNINGS else Severity.ERROR
+
+
+_WARNINGS = frozenset({ProblemKind.UNKNOWN_ROI, ProblemKind.UNEXPECTED_ENTRY,
+                       ProblemKind.BAD_NAME, ProblemKind.NONFINITE, ProblemKind.BLANK,
+                       ProblemKind.CONSTANT})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: its kind, the path (relative to the root where possible) and details."""
+
+    kind: ProblemKind
+    path: str
+    detail: str
+
+    @property
+    def severity(self) -> Severity:
+        return self.kind.severity
+
+    def __str__(self) -> str:
+        return f"{self.severity.value.upper():7} {self.kind.value:17} {self.path}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_tree`.
+
+    Attributes:
+        root: The tree checked.
+        problems: Every finding, in walk order.
+        n_rois: ROI directories found.
+        n_patches: Distinct (ROI, patch) pairs with at least one image.
+        n_complete: Patches with all 30 dates of S1 and S2 present and readable.
+        n_files: Images opened.
+    """
+
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    n_rois: int = 0
+    n_patches: int = 0
+    n_complete: int = 0
+    n_files: int = 0
+
+    @property
+    def usable(self) -> bool:
+        """True when at least one patch is complete."""
+        return self.n_complete > 0
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Error-severity problems, sorted by path."""
+        return sorted((p for p in self.problems if p.severity is Severity.ERROR),
+                      key=lambda p: p.path)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Warning-severity problems, sorted by path."""
+        return sorted((p for p in self.problems if p.severity is Severity.WARNING),
+                      key=lambda p: p.path)
+
+    def by_kind(self, kind: ProblemKind) -> list[Problem]:
+        """The problems of one kind."""
+        return [p for p in self.problems if p.kind is kind]
+
+    def summary(self, limit: int | None = None) -> str:
+        """Multi-line report: counts, one line per problem (errors first), the verdict.
+
+        Args:
+            limit: Show at most this many problem lines (the rest are counted by kind).
+        """
+        unknown = len(self.by_kind(ProblemKind.UNKNOWN_ROI))
+        lines = [f"SEN12MS-CR-TS tree at {self.root}",
+                 f"  ROIs: {self.n_rois} ({unknown} not in the official lists), patches: "
+                 f"{self.n_patches} ({self.n_complete} complete), images read: {self.n_files}",
+                 f"  errors: {len(self.errors)}, warnings: {len(self.warnings)}"]
+        ordered = self.errors + self.warnings
+        shown = ordered if limit is None else ordered[:limit]
+        lines += [str(p) for p in shown]
+        rest = Counter(p.kind.value for p in ordered[len(shown):])
+        if rest:
+            lines.append("  ... and " + ", ".join(f"{n} more {k}" for k, n in rest.items()))
+        if self.usable:
+            lines.append(f"usable: yes ({self.n_complete} of {self.n_patches} patches complete)")
+        elif self.by_kind(ProblemKind.ROOT_MISSING) or self.by_kind(ProblemKind.ROOT_EMPTY):
+            lines.append("usable: no - there is no data under the root (see above)")
+        else:
+            lines.append("usable: no - no patch has all 30 dates of S1 and S2 present and "
+                         f"readable; expected layout: {EXPECTED_LAYOUT}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Roi:
+    """What one ROI directory holds: files[mod][t][patch] and the date dirs present."""
+
+    key: str
+    files: dict[str, dict[int, dict[int, Path]]] = field(default_factory=dict)
+    dates: dict[str, set[int]] = field(default_factory=dict)
+
+
+class _Walker:
+    """Collects problems while walking the tree; paths are reported relative to the root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def add(self, kind: ProblemKind, path: Path | str, detail: str) -> None:
+        where = self.rel(path) if isinstance(path, Path) else path
+        self.problems.append(Problem(kind, where, detail))
+
+    def roi_dirs(self) -> list[tuple[str, Path]]:
+        """(ROI key, directory) of every ``ROIsXXXX/<id>`` directory, sorted."""
+        found = []
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if entry.name.startswith((".", "_")):
+                continue  # caches (.crbench) and sidecars (_truth)
+            if not (entry.is_dir() and _ROIS_DIR.match(entry.name)):
+                self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
+                         "not a ROIsXXXX directory; ignored")
+                continue
+            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if sub.is_dir() and sub.name.isdigit():
+                    found.append((f"{entry.name}/{sub.name}", Path(sub.path)))
+                else:
+                    self.add(ProblemKind.UNEXPECTED_ENTRY, Path(sub.path),
+                             "not a numbered ROI directory; ignored")
+        return found
+
+    def scan_roi(self, key: str, path: Path) -> _Roi:
+        """Walk ``{S1,S2}/<t>/`` of one ROI, naming missing modalities and dates."""
+        roi = _Roi(key)
+        if key not in ALL_ROIS:
+            self.add(ProblemKind.UNKNOWN_ROI, path, "not in the official ROI lists; it belongs "
+                     "to no split and is never indexed")
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            if entry.name not in MODALITIES and not entry.name.startswith("."):
+                self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
+                         f"not one of {', '.join(MODALITIES)}; ignored")
+        for mod in MODALITIES:
+            mdir = path / mod
+            if not mdir.is_dir():
+                self.add(ProblemKind.MISSING_MODALITY, mdir, f"{mod} directory missing; expected "
+                         f"{mod}/0 .. {mod}/{N_DATES - 1}")
+                continue
+            roi.files[mod], roi.dates[mod] = {}, set()
+            for entry in sorted(os.scandir(mdir), key=lambda e: e.name):
+                t = int(entry.name) if entry.name.isdigit() else -1
+                if not entry.is_dir() or not 0 <= t < N_DATES:
+                    self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
+                             f"not a date directory 0..{N_DATES - 1}; ignored")
+                    continue
+                roi.dates[mod].add(t)
+                roi.files[mod][t] = self.scan_date(key, mod, t, Path(entry.path))
+            if not roi.dates[mod]:
+                self.add(ProblemKind.MISSING_DATE, mdir, f"no date directories at all; "
+                         f"expected {mod}/0 .. {mod}/{N_DATES - 1}")
+                continue
+            for t in sorted(set(range(N_DATES)) - roi.dates[mod]):
+                self.add(ProblemKind.MISSING_DATE, mdir / str(t),
+                         f"date directory missing (no {mod} images of date t={t}); expected "
+                         f"t = 0..{N_DATES - 1}")
+        return roi
+
+    def scan_date(self, roi: str, mod: str, t: int, tdir: Path) -> dict[int, Path]:
+        """Files of one date directory by patch number; misnamed files are reported."""
+        out: dict[int, Path] = {}
+        for entry in sorted(os.scandir(tdir), key=lambda e: e.name):
+            key = parse_name(entry.name)
+            if not entry.is_file() or key is None or not _belongs(key, roi, mod, t):
+                rois, roi_id = roi.split("/")
+                self.add(ProblemKind.BAD_NAME, Path(entry.path),
+                         f"does not follow the layout; expected {mod.lower()}_{rois}_{roi_id}_"
+                         f"ImgNo_{t}_<YYYY-MM-DD>_patch_<n>.tif; ignored")
+                continue
+            out[key.patch] = Path(entry.path)
+        return out
+
+    def match_patches(self, roi: _Roi) -> set[int]:
+        """Name missing files and S1/S2 patch mismatches; return patches with all files."""
+        present = {mod: set().union(*roi.files[mod].values()) if roi.files[mod] else set()
+                   for mod in roi.files}
+        patches = set().union(*present.values()) if present else set()
+        full = set()
+        for patch in sorted(patches):
+            ok = len(present) == len(MODALITIES)
+            for mod, have in present.items():
+                other = next((m for m in present if m != mod), None)
+                if patch not in have:
+                    self.add(ProblemKind.PATCH_MISMATCH, self.root / roi.key / mod,
+                             f"patch {patch} has {other} images but no {mod} image at any date")
+                    ok = False
+                    continue
+                for t in sorted(roi.dates[mod]):
+                    if patch not in roi.files[mod][t]:
+                        self.add(ProblemKind.MISSING_FILE, self.root / roi.key / mod / str(t),
+                                 f"no {mod} image of patch {patch} at date t={t}")
+                        ok = False
+            ok = ok and all(len(roi.dates[m]) == N_DATES for m in present)
+            if ok:
+                full.add(patch)
+        return full
+
+
+def _belongs(key: FileKey, roi: str, mod: str, t: int) -> bool:
+    """True if a parsed name matches the directory it lies in."""
+    return key.roi == roi and key.mod == mod.lower() and key.t == t
+
+
+@dataclass
+class _FileCheck:
+    path: Path
+    mod: str
+    problems: list[tuple[ProblemKind, str]]
+    shape: tuple[int, int] | None
+
+
+def _check_file(path: Path, mod: str) -> _FileCheck:
+    """Read one image fully: readability, band count, NaN/inf, blank or constant content."""
+    try:
+        read = read_raster(path, _BANDS[mod])
+    except BandCountError as err:
+        return _FileCheck(path, mod, [(ProblemKind.WRONG_BANDS, f"found {err.found} bands, "
+                                       f"expected {err.expected} for {mod}")], None)
+    except (DataError, DatasetNotFoundError) as err:
+        detail = str(err).removeprefix(f"{path}: ")
+        return _FileCheck(path, mod, [(ProblemKind.UNREADABLE, detail)], None)
+    found: list[tuple[ProblemKind, str]] = []
+    arr = read.array
+    if read.nonfinite:
+        found.append((ProblemKind.NONFINITE, f"{read.nonfinite} NaN/inf values (replaced by 0 "
+                      "when read)"))
+    if mod == "S2":
+        img = scale_s2(arr)
+        if img.mean() < BLANK_EPS and img.std() < BLANK_EPS:
+            found.append((ProblemKind.BLANK, "blank image (all pixels 0); counts as fully "
+                          "cloudy"))
+            return _FileCheck(path, mod, found, arr.shape[1:])
+    flat = arr.reshape(arr.shape[0], -1)
+    if flat.shape[1] > 1 and bool(np.all(flat.max(axis=1) == flat.min(axis=1))):
+        found.append((ProblemKind.CONSTANT, "constant image (every band has a single value)"))
+    return _FileCheck(path, mod, found, arr.shape[1:])
+
+
+def _check_files(items: list[tuple[Path, str]], progress: bool, workers: int
+                 ) -> Iterable[_FileCheck]:
+    """Check files in a thread pool (rasterio releases the GIL while reading)."""
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(lambda it: _check_file(*it), items, chunksize=1)
+        yield from tqdm(results, total=len(items), desc="verify", unit="img",
+                        disable=not progress)
+
+
+def verify_tree(root: Path, progress: bool = False, workers: int = 4) -> VerifyReport:
+    """Check a SEN12MS-CR-TS tree and report every missing, broken or odd file.
+
+    Args:
+        root: The data root (``ROOT/<ROIsXXXX>/<id>/{S1,S2}/<t>/...``).
+        progress: Show a tqdm progress bar on stderr while reading images.
+        workers: Threads reading images.
+
+    Returns:
+        The report; ``report.usable`` is False when no patch is complete.
+    """
+    root = Path(root)
+    report = VerifyReport(root=root)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        report.problems.append(Problem(ProblemKind.ROOT_MISSING, str(root),
+                                       f"data root {what}; expected {EXPECTED_LAYOUT}"))
+        return report
+    walker = _Walker(root)
+    rois = [walker.scan_roi(key, path) for key, path in walker.roi_dirs()]
+    report.n_rois = len(rois)
+    if not rois:
+        walker.add(ProblemKind.ROOT_EMPTY, str(root), f"no ROI directories found; expected "
+                   f"{EXPECTED_LAYOUT}")
+    full = {roi.key: walker.match_patches(roi) for roi in rois}
+    items = [(path, mod) for roi in rois for mod, dates in roi.files.items()
+             for t in sorted(dates) for path in dates[t].values()]
+    checks = list(_check_files(items, progress, workers))
+    report.n_files = len(checks)
+    broken = _file_problems(walker, checks)
+    for roi in rois:
+        patches = {p for files in roi.files.values() for d in files.values() for p in d}
+        report.n_patches += len(patches)
+        report.n_complete += len(full[roi.key] - broken.get(roi.key, set()))
+    report.problems = walker.problems
+    return report
+
+
+def _file_problems(walker: _Walker, checks: list[_FileCheck]) -> dict[str, set[int]]:
+    """Record per-file problems and shape mismatches; return patches with a broken file."""
+    broken: dict[str, set[int]] = {}
+    shapes: dict[tuple[str, int], Counter] = {}
+    keyed = []
+    for chk in checks:
+        key = parse_name(chk.path.name)
+        if key is None:  # cannot happen: only well-named files are checked
+            continue
+        keyed.append((chk, key))
+        for kind, detail in chk.problems:
+            walker.add(kind, chk.path, detail)
+            if kind.severity is Severity.ERROR:
+                broken.setdefault(key.roi, set()).add(key.patch)
+        if chk.shape is not None:
+            shapes.setdefault((key.roi, key.patch), Counter())[chk.shape] += 1
+    for chk, key in keyed:
+        counts = shapes.get((key.roi, key.patch))
+        if chk.shape is None or counts is None or len(counts) < 2:
+            continue
+        common = counts.most_common(1)[0][0]
+        if chk.shape != common:
+            walker.add(ProblemKind.SHAPE_MISMATCH, chk.path, f"size {chk.shape[0]}x"
+                       f"{chk.shape[1]} differs from the other images of patch {key.patch} "
+                       f"({common[0]}x{common[1]})")
+            broken.setdefault(key.roi, set()).add(key.patch)
+    return broken

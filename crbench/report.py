@@ -1,0 +1,576 @@
+"""Result tables of crbench runs (Tables 1-4 of the paper) in Markdown, CSV and LaTeX.
+
+Input is one or several run directories written by ``crbench run`` (``manifest.json`` plus
+``rows/*.csv``, one row per method x L x sample, DESIGN.md "Per-sample results"). Shards and
+several run directories under one folder are merged; a sample present twice with identical
+values (e.g. a resumed run) counts once.
+
+Tables (all means over samples, ignoring NaN, as in DESIGN.md):
+
+- Table 1: every method at one L (``L``: the smallest L present unless given), every metric.
+- Table 2: methods x L.
+- Table 3: 10 % bins of the mean input coverage (``[0, 10)``, ..., ``[90, 100]``, the last
+  bin's right edge inclusive) x L x method, with sample counts; empty bins are listed with n=0.
+- Table 4: each method next to its ablation variant (:data:`ABLATIONS`), when both are present.
+
+The best mean in each column is marked (bold in Markdown and LaTeX) within each L (and each
+coverage bin / ablation pair), using :data:`crbench.metrics.HIGHER_IS_BETTER`. With ``ci`` the
+bootstrap 95 % interval of :func:`crbench.metrics.aggregate` is shown as ``mean [low, high]``
+(Markdown, LaTeX) or as ``<metric>_low`` / ``<metric>_high`` columns (CSV).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import UsageError
+from .metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
+
+ABLATIONS: dict[str, str] = {"seqdm": "seqdm_no_tts"}
+"""Method -> its registered ablation variant, shown side by side in Table 4."""
+
+METHOD_ORDER: tuple[str, ...] = (
+    "least_cloudy", "mosaicing", "stgan", "seq2point", "seqdm", "seqdm_no_tts")
+"""Display order of the built-in methods; other methods follow alphabetically."""
+
+SAMPLE_KEY: tuple[str, ...] = ("method", "L", "split", "roi", "patch", "input_idx", "target_idx")
+DEFAULT_RESULTS_ROOT = Path("results")
+REPORT_DIR = "report"
+MANIFEST = "manifest.json"
+N_BINS = 10
+_BIN_EPS = 1e-9  # coverage k/N * 10 may land a hair below an integer; counts as that bin
+
+MASK_NOTES = {
+    "paper": "nrmse_cloudy / nrmse_clear use the 'paper' mask convention: cloudy = cloudy in "
+             "every input, clear = clear in at least one input.",
+    "toolbox": "nrmse_cloudy / nrmse_clear use the 'toolbox' mask convention: cloudy = cloudy "
+               "in at least one input, clear = clear in all inputs.",
+}
+STGAN_NOTE = ("STGAN predicts only B04, B03, B02 and B08; its other bands come from the "
+              "mosaicing estimate, so its all-band metrics partly measure mosaicing.")
+
+
+class Format(enum.Enum):
+    """Output format of the tables."""
+
+    MD = "md"
+    CSV = "csv"
+    TEX = "tex"
+
+    @property
+    def suffix(self) -> str:
+        """File name suffix."""
+        return "." + self.value
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def latest_run(results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:
+    """The most recently written run directory under ``results_root`` (``baseline/`` excluded).
+
+    A run directory is one holding ``manifest.json``; "most recent" is the newest
+    modification time of its manifest or row files.
+
+    Raises:
+        UsageError: no run directory exists under ``results_root``.
+    """
+    root = Path(results_root)
+    runs = [m.parent for m in root.rglob(MANIFEST)
+            if "baseline" not in m.relative_to(root).parts and REPORT_DIR not in m.parent.parts]
+    if not runs:
+        raise UsageError(f"--results: no run directory (with {MANIFEST}) under {root}; "
+                         "run `crbench run --data ROOT --methods ... --out DIR` first or "
+                         "pass --results DIR")
+
+    def stamp(run: Path) -> int:
+        files = [run / MANIFEST, *(run / "rows").glob("*.csv")]
+        return max(f.stat().st_mtime_ns for f in files if f.exists())
+
+    return max(runs, key=lambda r: (stamp(r), str(r)))
+
+
+def _as_dirs(results: Path | str | Sequence[Path]) -> list[Path]:
+    return [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+
+
+def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
+    """All per-sample rows under one or several result directories, merged.
+
+    Every ``rows/*.csv`` below each directory (run directories, shards, a folder of runs) is
+    read with :func:`crbench.runner.read_rows` (rows repeated with the same values, as a
+    resumed run may leave them, count once).
+
+    Raises:
+        UsageError: no rows found, a foreign rows file, or one sample appearing with
+            different values (two different runs mixed; pass one run directory).
+    """
+    from .runner import read_rows as read_run_rows
+
+    dirs = _as_dirs(results)
+    rows = read_run_rows(dirs)
+    if rows.empty:
+        raise UsageError(f"--results: no result rows (rows/*.csv) under "
+                         f"{', '.join(map(str, dirs))}; expected a run directory of "
+                         "`crbench run`")
+    return _dedupe(rows)
+
+
+def _dedupe(rows: pd.DataFrame) -> pd.DataFrame:
+    dup = rows.duplicated(subset=list(SAMPLE_KEY), keep=False)
+    if dup.any():
+        first = rows[dup].iloc[0]
+        raise UsageError(
+            f"--results: sample {first['roi']} patch {first['patch']} of method "
+            f"{first['method']} at L={first['L']} appears with different values in "
+            f"{int(dup.sum())} rows, so two different runs are mixed; pass a single run "
+            "directory with --results")
+    return rows
+
+
+def read_manifests(results: Path | Sequence[Path]) -> list[dict[str, Any]]:
+    """The parsed ``manifest.json`` files below the result directories (unreadable ones are
+    skipped: notes derived from them are then omitted)."""
+    out = []
+    for d in _as_dirs(results):
+        for m in sorted(d.rglob(MANIFEST)):
+            try:
+                data = json.loads(m.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict):
+                out.append({**data, "_path": str(m)})
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def coverage_bins(coverage: pd.Series) -> pd.Series:
+    """Bin index 0..9 of each coverage in [0, 1]: [0, 0.1) -> 0, ..., [0.9, 1.0] -> 9."""
+    idx = np.floor(coverage.to_numpy(dtype=float) * N_BINS + _BIN_EPS)
+    return pd.Series(np.clip(idx, 0, N_BINS - 1).astype(int), index=coverage.index)
+
+
+def bin_label(i: int) -> str:
+    """Label of coverage bin ``i``: ``"0-10 %"`` ... ``"90-100 %"``."""
+    step = 100 // N_BINS
+    return f"{i * step}-{(i + 1) * step} %"
+
+
+def method_sort_key(name: str) -> tuple[int, str]:
+    """Built-in methods in :data:`METHOD_ORDER`, then the rest alphabetically."""
+    return (METHOD_ORDER.index(name), "") if name in METHOD_ORDER else (len(METHOD_ORDER), name)
+
+
+def summarize(rows: pd.DataFrame, by: Sequence[str], ci: bool = False, n_boot: int = 1000,
+              seed: int = 0) -> pd.DataFrame:
+    """Per-group means over samples (NaN ignored), sample counts and optionally bootstrap CIs.
+
+    Returns:
+        One row per group: the ``by`` columns, ``n`` (samples) and for each metric ``m``:
+        ``m`` (mean), ``m_low`` and ``m_high`` (CI bounds, NaN unless ``ci``) and ``m_n``
+        (samples where ``m`` is defined).
+    """
+    records = []
+    for key, group in rows.groupby(list(by), sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rec: dict[str, Any] = dict(zip(by, key, strict=True))
+        rec["n"] = len(group)
+        for m in METRIC_NAMES:
+            rec.update(_metric_stats(m, group[m].to_numpy(dtype=float), ci, n_boot, seed))
+        records.append(rec)
+    columns = [*by, "n", *(c for m in METRIC_NAMES for c in (m, f"{m}_low", f"{m}_high",
+                                                              f"{m}_n"))]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _metric_stats(m: str, values: np.ndarray, ci: bool, n_boot: int, seed: int
+                  ) -> dict[str, float]:
+    finite = values[~np.isnan(values)]
+    if ci and finite.size:
+        agg = aggregate(values, n_boot=n_boot, seed=seed)
+        return {m: float(agg.mean), f"{m}_low": float(agg.low), f"{m}_high": float(agg.high),
+                f"{m}_n": int(agg.n)}
+    mean = float(finite.mean()) if finite.size else math.nan
+    return {m: mean, f"{m}_low": math.nan, f"{m}_high": math.nan, f"{m}_n": int(finite.size)}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """One result table: label columns, statistics and notes; :meth:`render` formats it.
+
+    Attributes:
+        name: file stem, e.g. ``"table1"``.
+        title: one-line caption.
+        keys: label columns in display order (e.g. ``["L", "method"]``).
+        groups: label columns within whose groups the best value is marked.
+        stats: :func:`summarize` output (``keys`` + statistics columns).
+        notes: sentences printed under the table.
+        ci: whether the bootstrap intervals are shown.
+    """
+
+    name: str
+    title: str
+    keys: list[str]
+    groups: list[str]
+    stats: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    ci: bool = False
+
+    def best_mask(self) -> pd.DataFrame:
+        """Boolean frame (metric columns): True where the mean is the best of its group."""
+        best = pd.DataFrame(False, index=self.stats.index, columns=list(METRIC_NAMES))
+        groups = ([(None, self.stats)] if not self.groups
+                  else self.stats.groupby(self.groups, sort=False))
+        for _, g in groups:
+            for m in METRIC_NAMES:
+                vals = g[m].astype(float)
+                if vals.notna().sum() < 2:
+                    continue
+                target = vals.max() if HIGHER_IS_BETTER[m] else vals.min()
+                best.loc[vals.index[np.isclose(vals, target, rtol=0, atol=1e-12)], m] = True
+        return best
+
+    def render(self, fmt: Format) -> str:
+        """The table as file content in ``fmt`` (Markdown and LaTeX include title and notes;
+        CSV is plain data readable by pandas)."""
+        return {Format.MD: _to_markdown, Format.CSV: _to_csv, Format.TEX: _to_latex}[fmt](self)
+
+
+def _sorted(stats: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    order = [stats[k].map(method_sort_key) if k == "method" else stats[k] for k in keys]
+    sort_frame = pd.DataFrame({f"_k{i}": col for i, col in enumerate(order)})
+    idx = sorted(stats.index, key=lambda i: tuple(sort_frame.loc[i]))
+    return stats.loc[idx].reset_index(drop=True)
+
+
+def _nan_notes(rows: pd.DataFrame) -> list[str]:
+    notes = []
+    for m in METRIC_NAMES:
+        k = int(rows[m].isna().sum())
+        if k:
+            notes.append(f"{m} is undefined (empty region) for {k} of {len(rows)} sample rows; "
+                         "means leave them out.")
+        k = int(np.isinf(rows[m].to_numpy(dtype=float)).sum())
+        if k:
+            notes.append(f"{m} is infinite for {k} of {len(rows)} sample rows (a perfect "
+                         "reconstruction, e.g. the target among the inputs under the toolbox "
+                         "protocol); the mean of a group holding such a row is infinite.")
+    return notes
+
+
+def table1(rows: pd.DataFrame, L: int, ci: bool = False, n_boot: int = 1000,
+           notes: Iterable[str] = ()) -> Table:
+    """Table 1: every method at one L with every metric and sample counts."""
+    sub = rows[rows["L"] == L]
+    stats = _sorted(summarize(sub, ["method"], ci, n_boot), ["method"])
+    return Table("table1", f"Table 1: all methods at L = {L}", ["method"], [], stats,
+                 [*notes, *_nan_notes(sub)], ci)
+
+
+def table2(rows: pd.DataFrame, ci: bool = False, n_boot: int = 1000,
+           notes: Iterable[str] = ()) -> Table:
+    """Table 2: methods x L (best marked within each L)."""
+    stats = _sorted(summarize(rows, ["L", "method"], ci, n_boot), ["L", "method"])
+    return Table("table2", "Table 2: methods x sequence length L", ["L", "method"], ["L"],
+                 stats, [*notes, *_nan_notes(rows)], ci)
+
+
+def table3(rows: pd.DataFrame, ci: bool = False, n_boot: int = 1000,
+           notes: Iterable[str] = ()) -> Table:
+    """Table 3: 10 % bins of mean input coverage x L x method (empty bins listed, n = 0)."""
+    binned = rows.assign(coverage=coverage_bins(rows["coverage"]))
+    stats = summarize(binned, ["L", "coverage", "method"], ci, n_boot)
+    have = set(zip(stats["L"], stats["coverage"], stats["method"], strict=True))
+    empty = [{"L": L, "coverage": b, "method": m, "n": 0}
+             for L, methods in binned.groupby("L")["method"].unique().items()
+             for b in range(N_BINS) for m in methods if (L, b, m) not in have]
+    if empty:
+        filler = pd.DataFrame(empty).reindex(columns=stats.columns)
+        for m in METRIC_NAMES:
+            filler[f"{m}_n"] = 0
+        stats = pd.concat([stats, filler], ignore_index=True)
+    stats = _sorted(stats, ["L", "coverage", "method"])
+    bin_note = ("coverage = mean cloud coverage of the L inputs; bins are [a, b) except the "
+                "last, [90, 100] %.")
+    return Table("table3", "Table 3: input cloud coverage bins x L", ["L", "coverage", "method"],
+                 ["L", "coverage"], stats, [bin_note, *notes, *_nan_notes(rows)], ci)
+
+
+def table4(rows: pd.DataFrame, ci: bool = False, n_boot: int = 1000,
+           notes: Iterable[str] = ()) -> Table | None:
+    """Table 4: each method of :data:`ABLATIONS` next to its variant, per L where both ran;
+    None when no pair is present."""
+    parts = []
+    for base, variant in ABLATIONS.items():
+        pair = rows[rows["method"].isin([base, variant])]
+        for _, g in pair.groupby("L"):
+            if g["method"].nunique() == 2:
+                stats = summarize(g, ["L", "method"], ci, n_boot)
+                parts.append(_sorted(stats.assign(ablation=base), ["L", "method"]))
+    if not parts:
+        return None
+    stats = pd.concat(parts, ignore_index=True)
+    stats = stats[["L", "ablation", *[c for c in stats.columns if c not in ("L", "ablation")]]]
+    pairs = ", ".join(f"{b} vs {v}" for b, v in ABLATIONS.items())
+    return Table("table4", f"Table 4: ablation ({pairs})", ["L", "ablation", "method"],
+                 ["L", "ablation"], stats, list(notes), ci)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _fmt_value(m: str, v: float) -> str:
+    if v is None or np.isnan(v):
+        return "n/a"
+    if np.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.2f}" if m == "psnr" else f"{v:.4f}"
+
+
+def _cells(t: Table, bold: tuple[str, str]) -> list[list[str]]:
+    """Formatted label and value cells per row; ``bold`` = (prefix, suffix) for the best."""
+    best = t.best_mask()
+    out = []
+    for i, row in t.stats.iterrows():
+        cells = [_label(k, row[k]) for k in t.keys] + [str(int(row["n"]))]
+        for m in METRIC_NAMES:
+            text = _fmt_value(m, row[m])
+            if best.at[i, m]:
+                text = f"{bold[0]}{text}{bold[1]}"
+            if t.ci and np.isfinite(row[f"{m}_low"]):
+                text += f" [{_fmt_value(m, row[f'{m}_low'])}, {_fmt_value(m, row[f'{m}_high'])}]"
+            cells.append(text)
+        out.append(cells)
+    return out
+
+
+def _label(col: str, v: Any) -> str:
+    if col == "L":
+        return str(int(v))
+    if col == "coverage":
+        return bin_label(int(v))
+    return str(v)
+
+
+def _to_markdown(t: Table) -> str:
+    head = [*t.keys, "n", *(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRIC_NAMES)]
+    align = ["---"] * len(t.keys) + ["---:"] * (1 + len(METRIC_NAMES))
+    lines = [f"### {t.title}", "", "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(c) + " |" for c in _cells(t, ("**", "**"))]
+    if t.notes:
+        lines += ["", *(f"- {n}" for n in t.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _to_csv(t: Table) -> str:
+    cols = [*t.keys, "n"]
+    for m in METRIC_NAMES:
+        cols += [m, f"{m}_low", f"{m}_high"] if t.ci else [m]
+    frame = t.stats[cols].copy()
+    if "coverage" in t.keys:
+        frame["coverage"] = frame["coverage"].map(lambda b: bin_label(int(b)))
+    if "L" in frame:
+        frame["L"] = frame["L"].astype(int)
+    return frame.to_csv(index=False)
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
+                "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX special characters."""
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _to_latex(t: Table) -> str:
+    arrows = {True: r"$\uparrow$", False: r"$\downarrow$"}
+    head = [*(tex_escape(k) for k in t.keys), "$n$",
+            *(f"{tex_escape(m)} {arrows[HIGHER_IS_BETTER[m]]}" for m in METRIC_NAMES)]
+    spec = "l" * len(t.keys) + "r" * (1 + len(METRIC_NAMES))
+    lines = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{tex_escape(t.title)}}}",
+             f"\\label{{tab:crbench-{t.name}}}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(head) + r" \\", r"\midrule"]
+    first = t.keys[0] if t.groups else None
+    previous = None
+    cells_all = _cells(t, ("\\textbf{", "}"))
+    for (_, row), cells in zip(t.stats.iterrows(), cells_all, strict=True):
+        if first is not None and previous is not None and row[first] != previous:
+            lines.append(r"\midrule")
+        previous = row[first] if first is not None else None
+        lines.append(" & ".join(tex_escape(c) if j < len(t.keys) else c.replace("%", r"\%")
+                                for j, c in enumerate(cells)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if t.notes:
+        lines += [r"\par\smallskip\footnotesize", " ".join(tex_escape(n) for n in t.notes)]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` produced.
+
+    Attributes:
+        results: the result directories read.
+        out_dir: where the table (and figure) files were written.
+        fmt: table format.
+        tables: the tables, in order.
+        files: table files written.
+        figures: figure files written (PNG and PDF).
+        messages: remarks about figures (skipped methods, missing categories).
+    """
+
+    results: list[Path]
+    out_dir: Path
+    fmt: Format
+    tables: list[Table]
+    files: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """All tables as the CLI prints them (CSV tables get ``# title`` / ``# note`` lines)."""
+        parts = []
+        for t in self.tables:
+            body = t.render(self.fmt)
+            if self.fmt is Format.CSV:
+                body = "\n".join([f"# {t.title}", body.rstrip("\n"),
+                                  *(f"# note: {n}" for n in t.notes)]) + "\n"
+            parts.append(body)
+        return "\n".join(parts)
+
+
+def parse_format(value: Format | str) -> Format:
+    """``Format`` from its value; UsageError naming ``--format`` otherwise."""
+    if isinstance(value, Format):
+        return value
+    try:
+        return Format(str(value).lower())
+    except ValueError:
+        raise UsageError(f"--format: unknown value {value!r}; expected one of "
+                         f"{', '.join(f.value for f in Format)}") from None
+
+
+def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) -> list[str]:
+    """Notes shared by all tables: skipped samples, mask convention, STGAN's bands."""
+    notes = []
+    skipped = _skipped_by_L(manifests)
+    if skipped:
+        per_L = ", ".join(f"L={L}: {n}" for L, n in sorted(skipped.items()))
+        notes.append(f"Samples skipped because they do not match the fixed sampler's "
+                     f"conditions (not enough qualifying inputs or a cloudy target): {per_L}.")
+    conventions = {str(manifest_value(m, "mask_convention")) for m in manifests
+                   if manifest_value(m, "mask_convention") is not None}
+    for c in sorted(conventions):
+        notes.append(MASK_NOTES.get(c, f"Mask convention: {c}."))
+    if "stgan" in set(methods):
+        notes.append(STGAN_NOTE)
+    return notes
+
+
+def manifest_value(manifest: dict[str, Any], key: str) -> Any:
+    """``manifest[key]``, else ``manifest["config"][key]``, else None."""
+    if key in manifest:
+        return manifest[key]
+    config = manifest.get("config")
+    return config.get(key) if isinstance(config, dict) else None
+
+
+def _skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Non-matching samples skipped per L, summed over manifests (shards of one run cover
+    disjoint samples). Reads ``skipped`` as ``{L: n}`` or ``{method: {L: n}}`` (then the
+    largest count over methods, since every method sees the same samples)."""
+    out: dict[int, int] = {}
+    for m in manifests:
+        value = manifest_value(m, "skipped")
+        if not isinstance(value, dict):
+            continue
+        per_L: dict[int, int] = {}
+        for k, v in value.items():
+            if isinstance(v, dict):
+                for L, n in v.items():
+                    per_L[int(L)] = max(per_L.get(int(L), 0), int(n))
+            elif str(k).isdigit():
+                per_L[int(k)] = int(v)
+        for L, n in per_L.items():
+            out[L] = out.get(L, 0) + n
+    return out
+
+
+def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: bool = False,
+                 fmt: Format | str = Format.MD, ci: bool = False, L: int | None = None,
+                 out: Path | None = None, figures: bool = False, n_boot: int = 1000,
+                 results_root: Path = DEFAULT_RESULTS_ROOT, progress: bool = False
+                 ) -> ReportResult:
+    """Build Tables 1, 2, 4 (and 3 with ``by_coverage``), write them to files and optionally
+    draw Figures 3 and 4.
+
+    Args:
+        results: run directory (or several, or a folder of runs / shards); default the most
+            recent run under ``results_root`` (:func:`latest_run`).
+        by_coverage: add Table 3.
+        fmt: ``md``, ``csv`` or ``tex``.
+        ci: show bootstrap 95 % intervals.
+        L: the L of Table 1 (default: the smallest L present).
+        out: output directory (default ``<first results dir>/report``).
+        figures: draw Figures 3 and 4 into ``<out>/figures``.
+        n_boot: bootstrap resamples for ``ci``.
+        results_root: where to look for the most recent run when ``results`` is None.
+        progress: progress bars (stderr) while drawing figures.
+
+    Raises:
+        UsageError: no rows, bad format, or ``L`` not present.
+    """
+    fmt = parse_format(fmt)
+    dirs = [latest_run(results_root)] if results is None else _as_dirs(results)
+    for d in dirs:
+        if not d.is_dir():
+            raise UsageError(f"--results: {d} is not a directory; expected a run directory "
+                             "of `crbench run`")
+    rows = read_rows(dirs)
+    manifests = read_manifests(dirs)
+    Ls = sorted(int(v) for v in rows["L"].unique())
+    if L is None:
+        L = Ls[0]
+    elif L not in Ls:
+        raise UsageError(f"--L: no results at L={L}; the results hold L = "
+                         f"{', '.join(map(str, Ls))}")
+    notes = manifest_notes(manifests, rows["method"].unique())
+    tables = [table1(rows, L, ci, n_boot, notes), table2(rows, ci, n_boot, notes)]
+    if by_coverage:
+        tables.append(table3(rows, ci, n_boot, notes))
+    t4 = table4(rows, ci, n_boot, notes)
+    if t4 is not None:
+        tables.append(t4)
+    out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = ReportResult(dirs, out_dir, fmt, tables)
+    for t in tables:
+        path = out_dir / f"{t.name}{fmt.suffix}"
+        path.write_text(t.render(fmt))
+        result.files.append(path)
+    if figures:
+        from .figures import make_figures
+
+        drawn = make_figures(rows, manifests, dirs, out_dir / "figures", L=L, progress=progress)
+        result.figures, result.messages = drawn.files, drawn.messages
+    return result

@@ -1,0 +1,477 @@
+"""`crbench run`: evaluate methods x L on a split, streaming resumable per-sample rows.
+
+Run directory (``--out``; default ``results/run-<split>-<hash8>`` where the hash covers the
+settings that change results, so rerunning the same command resumes the same run)::
+
+    RUN/manifest.json
+        format, crbench_version, config {data, split, region, mask_convention, protocol,
+        seed, checkpoints} (the settings a resumed run must share), versions {python, torch,
+        numpy, rasterio, pandas}, git (commit of crbench's source tree or null), host, started,
+        sessions [one entry per invocation: started, host, methods, L, shard, limit, ...],
+        runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
+              n_evaluated, n_skipped, checkpoint, status, updated}},
+        skipped {method: {L: non-matching samples skipped, summed over shards}}
+    RUN/rows/<method>__L<L>__shard<k>of<n>.csv
+        header + one row per sample with exactly :data:`ROW_COLUMNS` (DESIGN.md): method, L,
+        split, roi, patch, input_idx ("0;1;2"), target_idx, coverage (mean input coverage),
+        nrmse_all, nrmse_cloudy, nrmse_clear, psnr, ssim, sam, seconds (method.predict wall
+        time of the batch / batch size). Floats at full precision, NaN as "nan".
+    RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif     (--save-predictions)
+        uint16 S2 DN (prediction x 10000), 13 bands named B01..B12, target's transform/CRS.
+
+Read the rows back with :func:`read_rows` (a run dir, a folder of run dirs/shards, or a list);
+the manifest with :func:`read_manifest`. Status values: :class:`RunStatus`.
+
+Resume: rows are appended and fsync'ed after every batch; on start the runner cuts off a
+partial last line left by a kill, skips every (roi, patch) already present in any rows file
+of that method and L, and evaluates only the rest. Shards: the split's index rows, sorted by
+(roi, patch), go round-robin to shards (row i -> shard i % n + 1), so shards are disjoint
+and their union is the full run; ``--limit N`` keeps the first N matching samples of a shard.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import hashlib
+import json
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import UsageError
+from .runner_store import (
+    MANIFEST_FORMAT,
+    ROW_COLUMNS,
+    check_run_dir,
+    read_manifest,
+    read_rows,
+    rows_path,
+    update_manifest,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+__all__ = ["ROW_COLUMNS", "MethodRun", "RunConfig", "RunStatus", "RunSummary", "default_out",
+           "parse_shard", "read_manifest", "read_rows", "run", "select_samples"]
+
+DEFAULT_RESULTS = Path("results")
+
+
+class RunStatus(enum.Enum):
+    """State of one method x L x shard in the manifest."""
+
+    RUNNING = "running"  # also what a killed run leaves behind
+    DONE = "done"
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    FAILED = "failed"
+
+
+def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
+    """Parse ``"k/n"`` (1 <= k <= n) into ``(k, n)``.
+
+    Raises:
+        UsageError: anything else, naming the bad value and the expected form.
+    """
+    if isinstance(text, tuple):
+        k, n = text
+    else:
+        parts = str(text).strip().split("/")
+        try:
+            k, n = (int(p) for p in parts) if len(parts) == 2 else (0, 0)
+        except ValueError:
+            k, n = 0, 0
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+        raise UsageError(f"--shard: bad value {text!r}; expected k/n with 1 <= k <= n, e.g. "
+                         "1/4 for the first of four shards")
+    return k, n
+
+
+def _positive(name: str, value: int | None, allow_none: bool = False, minimum: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name}: bad value {value!r}; expected an integer >= {minimum}")
+
+
+@dataclass
+class RunConfig:
+    """Settings of one ``crbench run`` invocation (validated and normalized on creation).
+
+    Attributes:
+        data: dataset root.
+        methods: registry names to evaluate.
+        seq_lens: the L values.
+        split: "test", "val", "train" or "all".
+        region: region name.
+        checkpoints: directory with ``<method>/L<L>/`` or ``<method>/`` checkpoints.
+        out: run directory; None -> :func:`default_out`.
+        shard: (k, n) or "k/n".
+        limit: evaluate only the first N matching samples of the shard.
+        mask_convention: "paper" or "toolbox" (crbench.metrics.MaskConvention).
+        protocol: "toolbox" or "strict" (crbench.data.sampler.Protocol).
+        batch_size: samples per batch.
+        workers: DataLoader worker processes (also used to compute missing masks).
+        device: torch device; None -> CUDA if available, else CPU.
+        save_predictions: write GeoTIFF predictions.
+        seed: seed for stochastic methods (reseeded per batch from seed, method, L, sample).
+        progress: show progress bars (stderr).
+    """
+
+    data: Path
+    methods: Sequence[str]
+    seq_lens: Sequence[int]
+    split: str = "test"
+    region: str = "all"
+    checkpoints: Path | None = None
+    out: Path | None = None
+    shard: tuple[int, int] | str = (1, 1)
+    limit: int | None = None
+    mask_convention: Any = "paper"
+    protocol: Any = "toolbox"
+    batch_size: int = 8
+    workers: int = 0
+    device: str | None = None
+    save_predictions: bool = False
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from .data.index import check_split_region
+        from .data.sampler import Protocol, check_seq_len
+        from .metrics import MaskConvention
+
+        self.data = Path(self.data).expanduser().resolve()
+        if isinstance(self.methods, str):
+            self.methods = [m for m in self.methods.split(",") if m.strip()]
+        self.methods = list(dict.fromkeys(m.strip() for m in self.methods))
+        if not self.methods:
+            raise UsageError("--methods: empty; expected a comma-separated list of registered "
+                             "methods (see `crbench methods`), e.g. least_cloudy,mosaicing")
+        if not self.seq_lens:
+            raise UsageError("--L: empty; expected one or more sequence lengths, e.g. 3 4 5")
+        self.seq_lens = list(dict.fromkeys(check_seq_len(L) for L in self.seq_lens))
+        check_split_region(self.split, self.region)
+        if self.checkpoints is not None:
+            self.checkpoints = Path(self.checkpoints).expanduser().resolve()
+        self.shard = parse_shard(self.shard)
+        _positive("--limit", self.limit, allow_none=True)
+        _positive("--batch-size", self.batch_size)
+        _positive("--workers", self.workers, minimum=0)
+        self.mask_convention = _parse_enum(MaskConvention, self.mask_convention,
+                                           "--mask-convention")
+        self.protocol = Protocol.parse(self.protocol)
+        self.out = Path(self.out) if self.out is not None else default_out(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change result values; a resumed run dir must share them."""
+        return {"data": str(self.data), "split": self.split, "region": self.region,
+                "mask_convention": self.mask_convention.value, "protocol": self.protocol.value,
+                "seed": self.seed,
+                "checkpoints": str(self.checkpoints) if self.checkpoints else None}
+
+    def session(self) -> dict[str, Any]:
+        """The per-invocation settings (recorded, free to change between resumes)."""
+        return {"methods": list(self.methods), "L": list(self.seq_lens),
+                "shard": f"{self.shard[0]}/{self.shard[1]}", "limit": self.limit,
+                "batch_size": self.batch_size, "workers": self.workers, "device": self.device,
+                "save_predictions": self.save_predictions}
+
+
+def _parse_enum(cls: type[enum.Enum], value: Any, name: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in cls)
+        raise UsageError(f"{name}: unknown value {value!r}; expected one of {allowed}") from None
+
+
+def default_out(cfg: RunConfig, results: Path = DEFAULT_RESULTS) -> Path:
+    """``results/run-<split>-<hash8>``; the hash covers :meth:`RunConfig.identity`, so the
+    same command resumes the same directory and other settings get another one."""
+    digest = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()
+    return Path(results) / f"run-{cfg.split}-{digest[:8]}"
+
+
+@dataclass
+class MethodRun:
+    """Outcome of one method at one L for the shard (what the manifest's ``runs`` holds)."""
+
+    method: str
+    L: int
+    shard: str
+    rows: str
+    n_index: int = 0  # index rows (patches) of the shard
+    n_selected: int = 0  # matching samples selected (after --limit)
+    n_evaluated: int = 0  # selected samples with a row (this session or before)
+    n_new: int = 0  # rows written by this session
+    n_skipped: int = 0  # non-matching samples skipped
+    checkpoint: str | None = None
+    status: str = RunStatus.RUNNING.value
+    seconds: float = 0.0  # wall time of this session for this method x L
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run` did."""
+
+    run_dir: Path
+    runs: list[MethodRun] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _git_hash() -> str | None:
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = out.stdout.strip()
+    return text if out.returncode == 0 and len(text) >= 7 else None
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "rasterio", "pandas"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            found[pkg] = None
+    return found
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _start_manifest(cfg: RunConfig) -> None:
+    session = {"started": _now(), "host": socket.gethostname(), "crbench_version": __version__,
+               "git": _git_hash(), **cfg.session()}
+
+    def change(old: dict[str, Any] | None) -> dict[str, Any]:
+        if old is None:
+            old = {"format": MANIFEST_FORMAT, "crbench_version": __version__,
+                   "config": cfg.identity(), "versions": _versions(), "git": session["git"],
+                   "host": session["host"], "started": session["started"], "sessions": [],
+                   "runs": {}, "skipped": {}}
+        old.setdefault("sessions", []).append(session)
+        return old
+
+    update_manifest(cfg.out, change)
+
+
+def _record(cfg: RunConfig, mr: MethodRun) -> None:
+    stem = Path(mr.rows).stem
+
+    def change(old: dict[str, Any] | None) -> dict[str, Any]:
+        data = old or {}
+        entry = {k: v for k, v in asdict(mr).items() if k not in ("n_new", "seconds")}
+        data.setdefault("runs", {})[stem] = {**entry, "updated": _now()}
+        skipped: dict[str, dict[str, int]] = {}
+        for r in data["runs"].values():
+            per = skipped.setdefault(r["method"], {})
+            per[str(r["L"])] = per.get(str(r["L"]), 0) + int(r["n_skipped"])
+        data["skipped"] = skipped
+        return data
+
+    update_manifest(cfg.out, change)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def select_samples(index: pd.DataFrame, shard: tuple[int, int], limit: int | None
+                   ) -> tuple[pd.DataFrame, int, int]:
+    """The shard's matching samples (first ``limit`` of them) of an index.
+
+    Index rows are sorted by (roi, patch); row i belongs to shard ``i % n + 1``.
+
+    Returns:
+        (selected matching rows, index rows in the shard, non-matching rows skipped up to the
+        last selected sample, or in the whole shard when no limit cut it short).
+    """
+    ordered = index.sort_values(["roi", "patch"], kind="stable").reset_index(drop=True)
+    k, n = shard
+    part = ordered.iloc[k - 1::n].reset_index(drop=True)
+    match = part["match"].astype(bool).to_numpy()
+    if limit is not None and match.sum() > limit:
+        last = int(match.nonzero()[0][limit - 1])
+        part, match = part.iloc[:last + 1], match[:last + 1]
+    n_skipped = int((~match).sum())
+    return part[match].reset_index(drop=True), len(ordered.iloc[k - 1::n]), n_skipped
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _check_methods(cfg: RunConfig) -> dict[str, bool]:
+    """Import every method and check checkpoints exist before any work; name -> trainable."""
+    from .errors import CheckpointError
+    from .registry import find_checkpoint, get_method_class, is_trainable
+
+    trainable = {}
+    for name in cfg.methods:
+        trainable[name] = is_trainable(get_method_class(name))
+        if not trainable[name]:
+            continue
+        missing = [L for L in cfg.seq_lens if find_checkpoint(cfg.checkpoints, name, L) is None]
+        if missing:
+            where = (f"no {cfg.checkpoints}/{name}/L<L>/ or {cfg.checkpoints}/{name}/"
+                     if cfg.checkpoints else "--checkpoints DIR not given")
+            raise CheckpointError(
+                f"method {name!r} needs a trained checkpoint for L={missing[0]} ({where}); "
+                f"train it with `crbench train {name} --data ROOT --L {missing[0]} --out "
+                f"DIR/{name}/L{missing[0]}` and pass --checkpoints DIR")
+        for L in cfg.seq_lens:
+            _check_checkpoint(name, L, find_checkpoint(cfg.checkpoints, name, L),
+                              Path(cfg.checkpoints or ".") / name / f"L{L}")
+    return trainable
+
+
+def _check_checkpoint(name: str, seq_len: int, path: Path, per_l: Path) -> None:
+    """Fail before any work if a checkpoint lacks its config or was trained for another L."""
+    from .errors import CheckpointError
+    from .torchutil import read_config
+
+    try:
+        config = read_config(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"method {name!r} at L={seq_len}: {exc}") from exc
+    have = config.get("seq_len")
+    if have is not None and have != seq_len:
+        raise CheckpointError(
+            f"method {name!r} at L={seq_len}: checkpoint {path} was trained with "
+            f"seq_len={have}; train one for L={seq_len} with `crbench train {name} --data ROOT "
+            f"--L {seq_len} --out {per_l}`")
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    import torch
+
+    from .torchutil import pick_device
+
+    try:
+        device = pick_device(cfg.device)
+    except RuntimeError as exc:
+        raise UsageError(f"--device: bad value {cfg.device!r} ({exc}); expected e.g. cpu, "
+                         "cuda or cuda:0") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device: {cfg.device!r} asked for but CUDA is not available; "
+                         "use --device cpu")
+    return device
+
+
+def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSummary:
+    """Evaluate every method at every L of ``cfg`` and write the run directory.
+
+    ``on_start(run_dir)`` is called once the settings, methods and checkpoints have been
+    checked, just before the first file is written (the CLI prints where rows go).
+
+    Order: for each L, the split is indexed once (cloud masks from the cache, computed where
+    missing), then each method runs over the shard's remaining samples.
+
+    Raises:
+        UsageError: bad settings, or ``cfg.out`` holds a run with other settings.
+        PluginError / CheckpointError: a method cannot be imported or lacks a checkpoint.
+        DatasetNotFoundError / DataError: missing or broken data.
+        KeyboardInterrupt: Ctrl-C (rows written so far are kept; rerun to resume).
+    """
+    from . import distributed
+
+    trainable = _check_methods(cfg)
+    device = _device(cfg)
+    with distributed.session(device) as dist:
+        if dist.enabled:  # under torchrun each rank is a sub-shard of the user's shard
+            device = distributed.device_for_rank(device)
+            cfg = replace(cfg, shard=compose_shard(cfg.shard, dist.rank, dist.world_size),
+                          progress=cfg.progress and dist.is_main)
+        check_run_dir(cfg.out, cfg.identity())
+        distributed.barrier()  # every rank has validated before any rank writes
+        summary = RunSummary(run_dir=cfg.out)
+        if on_start is not None:
+            on_start(cfg.out)
+        _start_manifest(cfg)
+        _run_all(cfg, summary, device, trainable)
+    return summary
+
+
+def compose_shard(shard: tuple[int, int], rank: int, world_size: int) -> tuple[int, int]:
+    """Shard of rank ``rank`` of ``world_size`` inside the user's shard ``(k, n)``.
+
+    Index row i belongs to user shard ``i % n + 1``; within it, round-robin over ranks gives
+    row i to rank r iff ``i % (n * world_size) == (k - 1) + n * r``: shard
+    ``(k + n * r, n * world_size)``. Ranks are therefore disjoint and together cover (k, n).
+    """
+    k, n = shard
+    return (k + n * rank, n * world_size)
+
+
+def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
+             trainable: dict[str, bool]) -> None:
+    from . import distributed
+    from .data.index import build_index
+    from .data.masks import MaskCache
+
+    cache = MaskCache(cfg.data)
+    main = distributed.info().is_main
+    for L in cfg.seq_lens:
+        index = None
+        if main:  # rank 0 fills the mask cache; the others then only read it
+            index = _index(cfg, L, cache, build_index)
+        distributed.barrier()
+        if index is None:
+            index = _index(cfg, L, cache, build_index)
+        selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
+        for name in cfg.methods:
+            mr = MethodRun(method=name, L=L, shard=f"{cfg.shard[0]}/{cfg.shard[1]}",
+                           rows=str(rows_path(cfg.out, name, L, cfg.shard).relative_to(cfg.out)),
+                           n_index=n_index, n_selected=len(selected), n_skipped=n_skipped)
+            summary.runs.append(mr)
+            _run_one(cfg, mr, selected, cache, device, trainable[name])
+
+
+def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., Any]) -> Any:
+    return build_index(cfg.data, cfg.split, seq_len, cfg.region, protocol=cfg.protocol,
+                       cache=cache, progress=cfg.progress, workers=max(cfg.workers, 1))
+
+
+def _run_one(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame, cache: Any,
+             device: torch.device, trainable: bool) -> None:
+    """One method at one L, keeping the manifest's status up to date."""
+    from .registry import create_method, find_checkpoint
+    from .runner_eval import count_evaluated, evaluate
+
+    start = time.perf_counter()
+    ckpt = find_checkpoint(cfg.checkpoints, mr.method, mr.L) if trainable else None
+    mr.checkpoint = str(ckpt) if ckpt else None
+    _record(cfg, mr)
+    try:
+        method = create_method(mr.method, checkpoint=ckpt, seq_len=mr.L).to(device)
+        evaluate(cfg, mr, method, selected, cache, device)
+    except KeyboardInterrupt:
+        mr.status = RunStatus.INTERRUPTED.value
+        raise
+    except BaseException:
+        mr.status = RunStatus.FAILED.value
+        raise
+    else:
+        mr.status = RunStatus.DONE.value
+    finally:
+        mr.seconds = time.perf_counter() - start
+        mr.n_evaluated = count_evaluated(cfg, mr, selected)  # from the files, race-free
+        _record(cfg, mr)

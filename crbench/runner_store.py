@@ -1,0 +1,273 @@
+"""Files of a run directory: per-sample rows (append-safe CSV) and the manifest.
+
+Layout of a run directory (see :mod:`crbench.runner` for the whole picture)::
+
+    RUN/manifest.json                               config, versions, per method x L status
+    RUN/rows/<method>__L<L>__shard<k>of<n>.csv      one row per sample, DESIGN.md columns
+    RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif   with --save-predictions
+
+Rows files start with a header line of exactly :data:`ROW_COLUMNS`; every row ends with a
+newline and is flushed and fsync'ed batch by batch. A process killed mid-write can leave at
+most one partial last line (no newline); readers ignore it and the runner cuts it off before
+appending again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "method", "L", "split", "roi", "patch", "input_idx", "target_idx", "coverage",
+    "nrmse_all", "nrmse_cloudy", "nrmse_clear", "psnr", "ssim", "sam", "seconds")
+"""Per-sample result columns, in order (DESIGN.md "Per-sample results")."""
+
+INT_COLUMNS = ("L", "patch", "target_idx")
+STR_COLUMNS = ("method", "split", "roi", "input_idx")
+FLOAT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in INT_COLUMNS + STR_COLUMNS)
+MANIFEST = "manifest.json"
+ROWS_DIR = "rows"
+PREDICTIONS_DIR = "predictions"
+MANIFEST_FORMAT = 1
+_HEADER = ",".join(ROW_COLUMNS) + "\n"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def rows_stem(method: str, seq_len: int, shard: tuple[int, int]) -> str:
+    """``<method>__L<L>__shard<k>of<n>`` (method characters unsafe in file names -> ``_``)."""
+    return f"{_UNSAFE.sub('_', method)}__L{seq_len}__shard{shard[0]}of{shard[1]}"
+
+
+def rows_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
+    """``RUN/rows/<method>__L<L>__shard<k>of<n>.csv``."""
+    return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}.csv"
+
+
+def prediction_path(run_dir: Path, method: str, seq_len: int, roi: str, patch: int) -> Path:
+    """``RUN/predictions/<method>/L<L>/<roi with / as _>_patch<n>.tif``."""
+    name = f"{roi.replace('/', '_')}_patch{int(patch)}.tif"
+    return Path(run_dir) / PREDICTIONS_DIR / _UNSAFE.sub("_", method) / f"L{seq_len}" / name
+
+
+def format_value(value: Any) -> str:
+    """CSV text of one cell; floats at full precision (``repr``), NaN as ``nan``."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def _complete_text(path: Path) -> str:
+    """File text without a partial (newline-less) last line."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text[:text.rfind("\n") + 1]
+
+
+def _check_header(path: Path, text: str) -> None:
+    if text and not text.startswith(_HEADER):
+        first = text.splitlines()[0] if text else ""
+        raise UsageError(f"rows file {str(path)!r} has header {first!r}; expected "
+                         f"{','.join(ROW_COLUMNS)} (a file of another tool or version; move it)")
+
+
+def read_row_dicts(path: Path) -> list[dict[str, str]]:
+    """Complete rows of one rows file as string dicts (a partial last line is ignored).
+
+    Raises:
+        UsageError: the header is not :data:`ROW_COLUMNS`.
+        DataError: a complete line has the wrong number of fields.
+    """
+    text = _complete_text(path)
+    _check_header(path, text)
+    out = []
+    for lineno, fields in enumerate(csv.reader(io.StringIO(text[len(_HEADER):])), start=2):
+        if len(fields) != len(ROW_COLUMNS):
+            raise DataError(f"rows file {str(path)!r} line {lineno}: {len(fields)} fields, "
+                            f"expected {len(ROW_COLUMNS)}")
+        out.append(dict(zip(ROW_COLUMNS, fields, strict=True)))
+    return out
+
+
+def done_keys(run_dir: Path, method: str, seq_len: int) -> set[tuple[str, int]]:
+    """(roi, patch) of every sample of ``method`` at L already in any shard's rows file."""
+    pattern = f"{rows_stem(method, seq_len, (0, 0)).rsplit('__', 1)[0]}__shard*of*.csv"
+    keys: set[tuple[str, int]] = set()
+    for f in sorted((Path(run_dir) / ROWS_DIR).glob(pattern)):
+        keys.update((r["roi"], int(r["patch"])) for r in read_row_dicts(f))
+    return keys
+
+
+class RowsWriter:
+    """Appends rows to one rows file; every :meth:`append` is flushed and fsync'ed.
+
+    Opening repairs what a killed process may have left: a partial last line is cut off, a
+    missing or partial header is (re)written.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._fh, lineterminator="\n")
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            self._write_atomic(_HEADER)
+            return
+        raw = self.path.read_bytes()
+        keep = raw[:raw.rfind(b"\n") + 1]
+        text = keep.decode("utf-8")
+        if len(text) < len(_HEADER) and _HEADER.startswith(raw.decode("utf-8", "replace")):
+            self._write_atomic(_HEADER)  # killed while writing the header
+            return
+        _check_header(self.path, text)
+        if len(keep) != len(raw):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(len(keep))
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def _write_atomic(self, text: str) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.path)
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write ``rows`` (dicts with :data:`ROW_COLUMNS`) and make them durable."""
+        for row in rows:
+            self._csv.writerow([format_value(row[c]) for c in ROW_COLUMNS])
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+    def __enter__(self) -> RowsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _row_files(path: Path) -> list[Path]:
+    return sorted(p for p in Path(path).rglob("*.csv") if p.parent.name == ROWS_DIR)
+
+
+def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
+    """Per-sample rows of one or several run directories (or folders holding run dirs).
+
+    Every ``rows/*.csv`` below is read (shards merge this way); a partial last line left by a
+    killed run is ignored; a row repeated with identical values (except ``seconds``) counts once.
+
+    Returns:
+        DataFrame with exactly :data:`ROW_COLUMNS` (int columns int64, metrics float64).
+
+    Raises:
+        UsageError: a rows file has a foreign header.
+        DataError: a malformed line.
+    """
+    import pandas as pd
+
+    dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    records = [r for d in dirs for f in _row_files(d) for r in read_row_dicts(f)]
+    frame = pd.DataFrame(records, columns=list(ROW_COLUMNS))
+    frame = frame.astype({**dict.fromkeys(INT_COLUMNS, "int64"),
+                          **dict.fromkeys(FLOAT_COLUMNS, "float64"),
+                          **dict.fromkeys(STR_COLUMNS, str)})
+    value_cols = [c for c in ROW_COLUMNS if c != "seconds"]
+    return frame.drop_duplicates(subset=value_cols).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's manifest, or None if it has none.
+
+    Raises:
+        DataError: the manifest exists but is not valid JSON.
+    """
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); restore it or use another --out") \
+            from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``RUN/.manifest.lock`` (shards sharing a run dir); no-op without
+    fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(Path(run_dir) / ".manifest.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def update_manifest(run_dir: Path, change: Callable[[dict[str, Any] | None], dict[str, Any]]
+                    ) -> dict[str, Any]:
+    """Read-modify-write the manifest under a lock; written to a temp file then renamed."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        data = change(read_manifest(run_dir))
+        tmp = run_dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.replace(run_dir / MANIFEST)
+    return data
+
+
+def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse a run directory that holds another run or foreign files.
+
+    Raises:
+        UsageError: the manifest's config differs from ``identity`` (names the differences),
+            or the directory is non-empty without a manifest.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out: {str(run_dir)!r} is a file; expected a run directory")
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        if run_dir.is_dir() and any(p.name != ".manifest.lock" for p in run_dir.iterdir()):
+            raise UsageError(f"--out: {str(run_dir)!r} exists, is not empty and holds no "
+                             f"{MANIFEST}, so it is not a crbench run directory; pass a new or "
+                             "empty directory")
+        return
+    stored = manifest.get("config", {})
+    diff = [f"{k}={stored.get(k)!r} (now {v!r})" for k, v in identity.items()
+            if stored.get(k) != v]
+    if diff:
+        raise UsageError(f"--out: {str(run_dir)!r} holds a run made with other settings: "
+                         f"{'; '.join(diff)}. Resume it with the same settings or pass another "
+                         "--out")

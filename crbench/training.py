@@ -1,0 +1,563 @@
+"""Generic training loop shared by the learned methods (Seq2point, STGAN, SeqDM).
+
+The loop knows nothing about a particular network: a method hands it a :class:`TrainParts`
+(the model whose weights form the checkpoint, its config, a ``step_fn`` that does one
+optimisation step on a batch and returns its losses, the optimizers/schedulers to checkpoint,
+extra modules such as a GAN discriminator, and a ``predict_fn`` used for validation PSNR).
+
+Typical use inside ``TrainableMethod.fit`` (see ``crbench_methods.seq2point``)::
+
+    opts = TrainOptions(seq_len=L, steps=steps, epochs=cfg["epochs"], batch_size=4, ...)
+    return fit_on_dataset(data_root, out, opts, build=self.training_parts)
+
+``build(total_steps, device) -> TrainParts`` is called once the data set (and so the number
+of steps) is known, right after ``seed_everything(seed)``: build the networks there (or
+lazily) so their initialisation follows the seed; put the modules on ``device`` and create
+optimizers/schedulers (e.g. ``LambdaLR(opt, linear_decay(total_steps))``).
+``step_fn(batch, ctx)`` receives a :class:`StepContext` with ``ctx.device``, ``ctx.step``,
+``ctx.total_steps``, ``ctx.autocast()`` and ``ctx.backward_step(loss, "name")``
+(GradScaler-aware backward + optimizer step + zero grad for the optimizer ``name``).
+The loop steps the schedulers after every step. Use ``LambdaLR``: on resume its LR is
+recomputed from the new run's lambda, so a schedule that depends on the total step count
+continues correctly. ``step_fn`` returns its losses as ``{name: float}``.
+
+Without a data root, :class:`Trainer` runs on any :class:`BatchSource` (for example
+:class:`RepeatSource` for overfitting one batch in tests); with ``out=None`` nothing is
+written.
+
+Checkpoints (``crbench.torchutil`` layout) are written into ``out`` at the end of every epoch,
+after every validation and at the end: ``model.safetensors``, ``config.json`` and
+``trainer.pt`` (step, epoch, optimizers, schedulers, grad scalers, extra modules, RNG states
+and the loss history); ``history.csv`` beside them has one row per ``log_every`` steps (mean
+losses and learning rate over those steps) and ``val_psnr`` at every validation.
+``resume=True`` restores all of it, refusing a checkpoint whose config differs, and continues
+from the stored step: the data order of the interrupted epoch is reproduced (epoch
+permutations are seeded by seed + epoch), so 2 + 2 resumed steps give the same weights as 4.
+Without a checkpoint in ``out``, ``resume=True`` starts afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .api import Batch, Inputs, collate
+from .errors import CheckpointError, DatasetNotFoundError, UsageError
+from .torchutil import (
+    TRAINER_FILE,
+    autocast,
+    check_config,
+    eval_mode,
+    grad_scaler,
+    load_checkpoint,
+    load_trainer_state,
+    pick_device,
+    read_config,
+    save_checkpoint,
+)
+
+HISTORY_FILE = "history.csv"
+
+StepFn = Callable[[Batch, "StepContext"], Mapping[str, float]]
+PredictFn = Callable[[Inputs], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- configuration
+def resolve_config(presets: Mapping[str, Mapping[str, Any]], preset: str,
+                   overrides: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """Merge ``overrides`` into ``presets[preset]``, checking names and types.
+
+    Args:
+        presets: preset name -> full config dict (every allowed key appears in each preset).
+        preset: chosen preset.
+        overrides: user values (e.g. from ``--set KEY=VALUE``).
+        method: method name, for messages and the ``"method"`` key of the result.
+
+    Returns:
+        A new dict with ``method`` and ``preset`` keys added.
+
+    Raises:
+        UsageError: unknown preset, unknown key or a value of the wrong type.
+    """
+    if preset not in presets:
+        raise UsageError(f"preset: unknown value {preset!r} for {method}; expected one of "
+                         f"{', '.join(presets)}")
+    cfg = dict(presets[preset])
+    for key, value in overrides.items():
+        if key not in cfg:
+            raise UsageError(f"{key}: unknown setting for {method}; expected one of "
+                             f"{', '.join(sorted(cfg))}")
+        cfg[key] = _check_type(key, value, cfg[key])
+    cfg.update(method=method, preset=preset)
+    return cfg
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default`` (int -> float allowed), else UsageError."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UsageError(f"{key}: bad value {value!r}; expected a {type(default).__name__} "
+                         f"like {default!r}")
+    return value
+
+
+def linear_decay(total_steps: int, start_fraction: float = 0.5) -> Callable[[int], float]:
+    """LR factor: 1 until ``start_fraction * total_steps``, then linearly down to 0 at the end."""
+    start = int(total_steps * start_fraction)
+    span = max(total_steps - start, 1)
+
+    def factor(step: int) -> float:
+        return 1.0 if step < start else max(0.0, (total_steps - step) / span)
+
+    return factor
+
+
+def to_network_range(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return x * 2.0 - 1.0
+
+
+def from_network_range(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped, float32."""
+    return ((x.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- parts / context
+@dataclass
+class TrainParts:
+    """What a method gives the loop. See the module docstring.
+
+    Attributes:
+        model: module whose ``state_dict`` is the checkpoint's ``model.safetensors``.
+        config: the method's JSON-able config (``config.json``; checked on resume).
+        step_fn: one optimisation step on a batch -> losses.
+        optimizers: name -> optimizer (checkpointed; ``ctx.backward_step`` uses the names).
+        schedulers: name -> LR scheduler, stepped after every step.
+        extra_modules: name -> module saved in ``trainer.pt`` only (e.g. a discriminator).
+        predict_fn: Inputs -> prediction in [0, 1] for validation PSNR (None: no validation).
+        target_bands: target bands compared with ``predict_fn``'s output (None: all).
+    """
+
+    model: nn.Module
+    config: dict[str, Any]
+    step_fn: StepFn
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any] = field(default_factory=dict)
+    extra_modules: dict[str, nn.Module] = field(default_factory=dict)
+    predict_fn: PredictFn | None = None
+    target_bands: Sequence[int] | None = None
+
+
+class StepContext:
+    """Per-run state handed to ``step_fn``: device, counters, AMP helpers."""
+
+    def __init__(self, device: torch.device, optimizers: Mapping[str, torch.optim.Optimizer],
+                 total_steps: int, amp: bool = True) -> None:
+        self.device = device
+        self.optimizers = dict(optimizers)
+        self.total_steps = total_steps
+        self.amp = amp
+        self.step = 0
+        self.epoch = 0
+        self.scalers = {name: grad_scaler(device) for name in self.optimizers}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision on CUDA (see crbench.torchutil.autocast), no-op on CPU."""
+        return autocast(self.device, enabled=self.amp)
+
+    def backward_step(self, loss: torch.Tensor, name: str) -> None:
+        """Backward ``loss``, step optimizer ``name`` through its GradScaler, zero its grads."""
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- batch sources
+class BatchSource(Protocol):
+    """Where training batches come from: ``epoch(e, start)`` yields the batches of epoch ``e``
+    from position ``start`` on; ``steps_per_epoch`` is its length."""
+
+    steps_per_epoch: int
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
+
+
+class RepeatSource:
+    """The same batch over and over (for overfitting tests)."""
+
+    def __init__(self, batch: Batch, steps_per_epoch: int = 1) -> None:
+        self.batch = batch
+        self.steps_per_epoch = steps_per_epoch
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        for _ in range(start, self.steps_per_epoch):
+            yield self.batch
+
+
+class _OffsetSampler(torch.utils.data.Sampler[int]):
+    """Permutation of range(n) seeded by (seed, epoch), starting at batch ``start``."""
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int) -> None:
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        self.order = torch.randperm(n, generator=gen).tolist()[skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class DatasetSource:
+    """Shuffled mini-batches of a map-style dataset, reproducible per (seed, epoch)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, seed: int = 0,
+                 workers: int = 0, pin_memory: bool = False) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        if n == 0:
+            raise DatasetNotFoundError("training data: the train split has no samples; check "
+                                       "--data and --region")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.workers, self.pin_memory = workers, pin_memory
+        self.steps_per_epoch = math.ceil(n / batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        if hasattr(self.dataset, "set_epoch"):  # new random dates/crops every epoch
+            self.dataset.set_epoch(epoch)
+        sampler = _OffsetSampler(len(self.dataset), self.seed,  # type: ignore[arg-type]
+                                 epoch, start * self.batch_size)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
+            num_workers=self.workers, pin_memory=self.pin_memory,
+            persistent_workers=False)
+        yield from loader
+
+
+# ----------------------------------------------------------------------------- RNG state
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _py_state_to_list(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _py_state_to_list(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, torch.tensor(internal, dtype=torch.int64), gauss]
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_pos"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos),
+                         int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- the loop
+def batch_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB of images in [0, 1] (20 log10(1 / RMSE)), shape (B,)."""
+    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))
+
+
+class Trainer:
+    """Runs ``parts.step_fn`` for ``total_steps`` steps with checkpointing and validation.
+
+    Args:
+        out: checkpoint directory (None: write nothing).
+        total_steps: number of optimisation steps of the whole run.
+        device: device the parts live on.
+        val_batches: batches for validation PSNR (empty: no validation).
+        val_every: validate every this many steps (None: at the end of every epoch).
+        log_every: one history row per this many steps (mean losses).
+        progress: show a tqdm bar on stderr.
+        amp: autocast/GradScaler on CUDA.
+    """
+
+    def __init__(self, out: Path | None, total_steps: int, device: torch.device,
+                 val_batches: Sequence[Batch] = (), val_every: int | None = None,
+                 log_every: int = 10, progress: bool = True, amp: bool = True) -> None:
+        if total_steps < 1:
+            raise UsageError(f"steps: bad value {total_steps}; expected at least 1")
+        self.out = Path(out) if out is not None else None
+        self.total_steps, self.device = total_steps, device
+        self.val_batches, self.val_every = list(val_batches), val_every
+        self.log_every, self.progress, self.amp = max(1, log_every), progress, amp
+        self.history: list[dict[str, float]] = []
+        self.last_psnr = float("nan")
+
+    def run(self, parts: TrainParts, source: BatchSource, resume: bool = False) -> StepContext:
+        """Train until ``total_steps``; returns the final context (``ctx.step``)."""
+        ctx = StepContext(self.device, parts.optimizers, self.total_steps, amp=self.amp)
+        if resume:
+            self._restore(parts, ctx)
+        spe = source.steps_per_epoch
+        if spe < 1:
+            raise UsageError(f"batch source: {spe} steps per epoch; expected at least 1")
+        window: list[Mapping[str, float]] = []
+        bar = tqdm(total=self.total_steps, initial=ctx.step, disable=not self.progress,
+                   desc=str(parts.config.get("method", "train")), unit="step", dynamic_ncols=True)
+        try:
+            while ctx.step < self.total_steps:
+                ctx.epoch = ctx.step // spe
+                for batch in source.epoch(ctx.epoch, ctx.step - ctx.epoch * spe):
+                    losses = self._one_step(parts, ctx, batch)
+                    window.append(losses)
+                    bar.update(1)
+                    self._after_step(parts, ctx, window, spe)
+                    post = {k: f"{v:.4f}" for k, v in losses.items() if k != "lr"}
+                    bar.set_postfix(post | {"val_psnr": f"{self.last_psnr:.2f}"}, refresh=False)
+                    if ctx.step >= self.total_steps:
+                        break
+        finally:
+            bar.close()
+        return ctx
+
+    def _one_step(self, parts: TrainParts, ctx: StepContext, batch: Batch) -> Mapping[str, float]:
+        parts.model.train()
+        for m in parts.extra_modules.values():
+            m.train()
+        opt = next(iter(parts.optimizers.values()), None)
+        lr = float(opt.param_groups[0]["lr"]) if opt is not None else float("nan")
+        losses = dict(parts.step_fn(batch, ctx))
+        losses["lr"] = lr  # the learning rate this step used
+        for sched in parts.schedulers.values():
+            sched.step()
+        ctx.step += 1
+        return losses
+
+    def _after_step(self, parts: TrainParts, ctx: StepContext,
+                    window: list[Mapping[str, float]], spe: int) -> None:
+        last = ctx.step >= self.total_steps
+        if ctx.step % self.log_every == 0 or last:
+            self._log(parts, ctx, window)
+            window.clear()
+        epoch_end = ctx.step % spe == 0
+        every = self.val_every or spe
+        validate = bool(self.val_batches) and (ctx.step % every == 0 or last)
+        if validate:
+            self.last_psnr = self.validate(parts)
+            if not self.history or self.history[-1]["step"] != ctx.step:
+                self.history.append({"step": ctx.step, "epoch": ctx.epoch})
+            self.history[-1]["val_psnr"] = self.last_psnr
+        if self.out is not None and (epoch_end or validate or last):
+            self.save(parts, ctx)
+
+    def _log(self, parts: TrainParts, ctx: StepContext,
+             window: list[Mapping[str, float]]) -> None:
+        row: dict[str, float] = {"step": ctx.step, "epoch": ctx.epoch}
+        for key in window[0] if window else ():
+            row[key] = float(np.mean([w[key] for w in window if key in w]))
+        self.history.append(row)
+
+    def validate(self, parts: TrainParts) -> float:
+        """Mean PSNR (dB) of ``parts.predict_fn`` on the validation batches."""
+        if parts.predict_fn is None or not self.val_batches:
+            return float("nan")
+        values = []
+        with eval_mode(parts.model):
+            for batch in self.val_batches:
+                pred = parts.predict_fn(batch.inputs.to(self.device))
+                target = batch.target.to(self.device)
+                if parts.target_bands is not None:
+                    target = target[:, list(parts.target_bands)]
+                values.append(batch_psnr(pred, target).cpu())
+        return float(torch.cat(values).mean())
+
+    # -- checkpoints
+    def save(self, parts: TrainParts, ctx: StepContext) -> Path:
+        """Write the checkpoint and history.csv into ``out``."""
+        assert self.out is not None
+        state = {
+            "step": ctx.step, "epoch": ctx.epoch, "total_steps": self.total_steps,
+            "optimizers": {k: o.state_dict() for k, o in parts.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in parts.schedulers.items()},
+            "scalers": {k: s.state_dict() for k, s in ctx.scalers.items()},
+            "extra": {k: m.state_dict() for k, m in parts.extra_modules.items()},
+            "rng": _rng_state(),
+            "history": self.history,
+        }
+        save_checkpoint(self.out, parts.model.state_dict(), parts.config, state)
+        write_history(self.out / HISTORY_FILE, self.history)
+        return self.out
+
+    def _restore(self, parts: TrainParts, ctx: StepContext) -> None:
+        if self.out is None or not (self.out / TRAINER_FILE).is_file():
+            return  # nothing to resume from: start afresh
+        stored = read_config(self.out)
+        check_config(stored, self.out, **parts.config)
+        weights, _ = load_checkpoint(self.out)
+        state = load_trainer_state(self.out)
+        assert state is not None
+        try:
+            parts.model.load_state_dict(weights)
+            for name, sd in state["extra"].items():
+                parts.extra_modules[name].load_state_dict(sd)
+            for name, sd in state["optimizers"].items():
+                parts.optimizers[name].load_state_dict(sd)
+            for name, sd in state["schedulers"].items():
+                parts.schedulers[name].load_state_dict(sd)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"resume: {self.out} does not fit this model ({exc}); "
+                                  "use a fresh --out directory") from exc
+        for sched in parts.schedulers.values():
+            _refresh_lr(sched)
+        for name, sd in state["scalers"].items():
+            ctx.scalers[name].load_state_dict(sd)
+        ctx.step, ctx.epoch = int(state["step"]), int(state["epoch"])
+        _set_rng_state(state["rng"])
+        self.history = [r for r in state["history"] if r["step"] <= ctx.step]
+
+
+def _refresh_lr(sched: Any) -> None:
+    """Set a restored LambdaLR's learning rates from *this* run's lambdas at its step.
+
+    The stored optimizer holds the LR of the interrupted run, whose schedule depended on its
+    total step count (e.g. 0 after its last step); a resumed run with more steps recomputes it.
+    """
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas,
+                                                                strict=True)]
+        for group, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+
+def write_history(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
+    """Write ``rows`` as CSV (columns: union of keys, step and epoch first)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        frame = pd.DataFrame(columns=["step", "epoch"])
+    first = [c for c in ("step", "epoch") if c in frame.columns]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- data-set driver
+@dataclass
+class TrainOptions:
+    """Run options of ``fit`` (not part of a model's config).
+
+    ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split are
+    used for validation PSNR every ``val_every`` steps (None: every epoch).
+    """
+
+    seq_len: int
+    batch_size: int
+    steps: int | None = None
+    epochs: int = 1
+    device: str | None = None
+    resume: bool = False
+    seed: int = 0
+    progress: bool = True
+    workers: int = 0
+    region: str = "all"
+    crop: int | None = None
+    val_samples: int = 4
+    val_every: int | None = None
+    log_every: int = 10
+
+
+def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:
+    """UsageError for non-positive steps/batch size/crop or negative workers."""
+    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1),
+                             ("crop", crop, 2), ("workers", workers, 0)):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise UsageError(f"{name}: bad value {value!r}; expected an integer >= {low}")
+
+
+def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
+    from .data.dataset import SEN12MSCRTS
+
+    kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
+                              "sampler": sampler, "seed": opts.seed, "crop": opts.crop}
+    ds = SEN12MSCRTS(root, **kwargs)
+    if sampler == "fixed" and len(ds) == 0:  # no matching sample: validate on all of them
+        ds = SEN12MSCRTS(root, only_matching=False, **kwargs)
+    return ds
+
+
+def validation_batches(root: Path, opts: TrainOptions) -> list[Batch]:
+    """The first ``val_samples`` fixed-sampler samples of the val split (empty if none)."""
+    if opts.val_samples <= 0:
+        return []
+    try:
+        ds = _dataset(root, "val", opts, "fixed")
+    except DatasetNotFoundError:
+        return []
+    n = min(opts.val_samples, len(ds))
+    items = [ds[i] for i in range(n)]
+    size = max(1, opts.batch_size)
+    return [collate(items[i:i + size]) for i in range(0, n, size)]
+
+
+def fit_on_dataset(data_root: Path, out: Path, opts: TrainOptions,
+                   build: Callable[[int, torch.device], TrainParts]) -> Path:
+    """Train on the train split of ``data_root`` (random sampler); return ``out``.
+
+    Args:
+        data_root: SEN12MS-CR-TS root.
+        out: checkpoint directory (created).
+        opts: run options.
+        build: ``(total_steps, device) -> TrainParts`` (see the module docstring).
+    """
+    check_fit_args(opts.steps, opts.batch_size, opts.crop, opts.workers)
+    device = pick_device(opts.device)
+    seed_everything(opts.seed)
+    train = _dataset(Path(data_root), "train", opts, "random")
+    source = DatasetSource(train, opts.batch_size, opts.seed, opts.workers,
+                           pin_memory=device.type == "cuda")
+    total = opts.steps if opts.steps is not None else opts.epochs * source.steps_per_epoch
+    parts = build(total, device)
+    trainer = Trainer(out, total, device, validation_batches(Path(data_root), opts),
+                      val_every=opts.val_every, log_every=min(opts.log_every, total),
+                      progress=opts.progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = trainer.run(parts, source, resume=opts.resume)
+    if ctx.step == 0 or not (out / TRAINER_FILE).is_file():
+        trainer.save(parts, ctx)
+    return out

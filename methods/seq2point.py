@@ -1,0 +1,311 @@
+"""Seq2point: the multi-temporal ResNet baseline of the SEN12MS-CR-TS benchmark.
+
+Paper: P. Ebel, Y. Xu, M. Schmitt, X. X. Zhu, "SEN12MS-CR-TS: A Remote-Sensing Data Set for
+Multimodal Multitemporal Cloud Removal", IEEE Transactions on Geoscience and Remote Sensing 60,
+2022, doi:10.1109/TGRS.2022.3146246.
+
+Architecture (preset "full"; "tiny" shrinks widths and depths for CPU tests):
+
+- Per-date branch, shared across the L dates: 15 input channels (13 S2 bands + S1 VV, VH, all
+  mapped to [-1, 1]), conv 3x3 -> 256, ReLU, 16 residual blocks (conv3x3, ReLU, conv3x3,
+  output ``x + 0.1 f(x)``, no normalisation).
+- Fusion: branch features stacked on a time axis (B, C, L, H, W); Conv3d 3x3x3 + ReLU, then 5
+  residual 3D blocks (conv, ReLU, conv; ``relu(x + 0.1 f(x))``). Every 3x3x3 convolution is
+  preceded by an explicit pad: reflect in space, replicate in time (Conv3d padding 0).
+- Output: Conv3d with kernel (L, 3, 3) (space reflect-padded) collapses time -> 13 channels,
+  tanh, mapped back to [0, 1] and clamped. The model is therefore tied to L: ``config["seq_len"]``
+  records it and loading refuses another L (:class:`~crbench.errors.CheckpointError`).
+  Unlike the toolbox's version, any batch size works.
+
+Optimisation: L1 loss (in [-1, 1]), Adam lr 2e-4, betas (0.5, 0.999), LR constant for the first
+half of the steps and decayed linearly to 0 in the second half. Optional branch pretraining
+(``pretrain_steps`` > 0): the branch plus a 3x3 head (13 outputs, tanh) is trained as a
+mono-temporal ResNet on one random input date of each sample, its weights are loaded into the
+branch, and the branch stays frozen for the first ``freeze_steps`` steps of the main training.
+The pretrained network is checkpointed under ``out/pretrain``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crbench.api import Batch, Inputs, Need, TrainableMethod
+from crbench.constants import N_S1_BANDS, N_S2_BANDS
+from crbench.errors import CheckpointError, UsageError
+from crbench.torchutil import (
+    autocast,
+    eval_mode,
+    load_checkpoint,
+    save_checkpoint,
+)
+from crbench.training import (
+    StepContext,
+    TrainOptions,
+    TrainParts,
+    fit_on_dataset,
+    from_network_range,
+    linear_decay,
+    resolve_config,
+    to_network_range,
+)
+
+IN_CHANNELS = N_S2_BANDS + N_S1_BANDS  # 15
+
+
+# ----------------------------------------------------------------------------- network
+class ResBlock2d(nn.Module):
+    """conv3x3, ReLU, conv3x3; ``x + scale * f(x)`` (no normalisation)."""
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(True),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.body(x)
+
+
+class Branch(nn.Module):
+    """Per-date feature extractor: conv3x3 in -> C, ReLU, residual blocks."""
+
+    def __init__(self, in_ch: int, channels: int, blocks: int, scale: float) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(in_ch, channels, 3, padding=1), nn.ReLU(True))
+        self.blocks = nn.Sequential(*(ResBlock2d(channels, scale) for _ in range(blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.head(x))
+
+
+def pad3d(x: torch.Tensor, space: int = 1, time: int = 1) -> torch.Tensor:
+    """Pad (B, C, T, H, W): reflect by ``space`` in H, W and replicate by ``time`` in T."""
+    if space:
+        b, c, t, h, w = x.shape
+        x = F.pad(x.reshape(b, c * t, h, w), (space,) * 4, mode="reflect")
+        x = x.reshape(b, c, t, h + 2 * space, w + 2 * space)
+    if time:
+        x = F.pad(x, (0, 0, 0, 0, time, time), mode="replicate")
+    return x
+
+
+class PaddedConv3d(nn.Conv3d):
+    """3x3x3 Conv3d (padding 0) after :func:`pad3d`: output has the input's shape."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(in_ch, out_ch, kernel_size=3, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(pad3d(x))
+
+
+class ResBlock3d(nn.Module):
+    """conv, ReLU, conv (padded 3x3x3); ``relu(x + scale * f(x))``."""
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.body = nn.Sequential(PaddedConv3d(channels, channels), nn.ReLU(True),
+                                  PaddedConv3d(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.scale * self.body(x))
+
+
+class Seq2PointNet(nn.Module):
+    """(B, L, 15, H, W) in [-1, 1] -> (B, 13, H, W) in [-1, 1] (tanh)."""
+
+    def __init__(self, seq_len: int, channels: int, blocks: int, fusion_blocks: int,
+                 res_scale: float) -> None:
+        super().__init__()
+        self.seq_len = seq_len
+        self.branch = Branch(IN_CHANNELS, channels, blocks, res_scale)
+        self.fusion = nn.Sequential(
+            PaddedConv3d(channels, channels), nn.ReLU(True),
+            *(ResBlock3d(channels, res_scale) for _ in range(fusion_blocks)))
+        self.out = nn.Conv3d(channels, N_S2_BANDS, kernel_size=(seq_len, 3, 3), padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        feats = self.branch(x.reshape(b * t, c, h, w))
+        feats = feats.reshape(b, t, -1, h, w).transpose(1, 2)  # (B, C, L, H, W)
+        y = self.out(pad3d(self.fusion(feats), space=1, time=0))  # (B, 13, 1, H, W)
+        return torch.tanh(y[:, :, 0])
+
+
+class MonoTemporalNet(nn.Module):
+    """Branch pretraining network: (B, 15, H, W) -> (B, 13, H, W) via the shared branch."""
+
+    def __init__(self, branch: Branch, channels: int) -> None:
+        super().__init__()
+        self.branch = branch
+        self.head = nn.Conv2d(channels, N_S2_BANDS, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.branch(x)))
+
+
+def network_input(inputs: Inputs) -> torch.Tensor:
+    """(B, L, 15, H, W) in [-1, 1]: S2 and S1 of each date, concatenated on channels."""
+    return to_network_range(torch.cat([inputs.s2, inputs.s1], dim=2).float())
+
+
+# ----------------------------------------------------------------------------- method
+_FULL: dict[str, Any] = {
+    "channels": 256, "blocks": 16, "fusion_blocks": 5, "res_scale": 0.1,
+    "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "decay_start": 0.5,
+    "batch_size": 4, "epochs": 20, "pretrain_steps": 0, "freeze_steps": 0,
+    "val_samples": 4, "val_every": 0,
+}
+_TINY: dict[str, Any] = _FULL | {"channels": 16, "blocks": 2, "fusion_blocks": 1,
+                                 "batch_size": 2, "epochs": 1, "val_samples": 2}
+
+
+class Seq2Point(TrainableMethod):
+    """Seq2point (Ebel et al. 2022). See the module docstring.
+
+    Args:
+        seq_len: L, the number of input dates the network is built for (required to train or
+            predict; a checkpoint fixes it).
+        preset: "full" (the paper's configuration) or "tiny" (CPU tests).
+        **overrides: any key of the preset (e.g. ``lr=1e-3``, ``pretrain_steps=1000``).
+    """
+
+    name: ClassVar[str] = "seq2point"
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.S1})
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"full": _FULL, "tiny": _TINY}
+
+    def __init__(self, seq_len: int | None = None, preset: str = "full",
+                 **overrides: Any) -> None:
+        if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
+            raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
+        self.config = resolve_config(self.presets, preset, overrides, self.name)
+        self.config["seq_len"] = seq_len
+        self.device = torch.device("cpu")
+        self._net: Seq2PointNet | None = None
+
+    def _seq_len(self) -> int:
+        seq_len = self.config["seq_len"]
+        if seq_len is None:
+            raise UsageError("seq_len: missing; Seq2point is tied to L, pass seq_len "
+                             "(crbench train --L N) or load a checkpoint")
+        return int(seq_len)
+
+    @property
+    def net(self) -> Seq2PointNet:
+        """The network, built on first use (so that ``fit`` seeds its initialisation)."""
+        if self._net is None:
+            c = self.config
+            self._net = Seq2PointNet(self._seq_len(), c["channels"], c["blocks"],
+                                     c["fusion_blocks"], c["res_scale"]).to(self.device)
+        return self._net
+
+    def to(self, device: torch.device | str) -> Seq2Point:
+        self.device = torch.device(device)
+        if self._net is not None:
+            self._net.to(self.device)
+        return self
+
+    # -- inference
+    def predict(self, inputs: Inputs) -> torch.Tensor:
+        """(B, 13, H, W) in [0, 1] on the inputs' device."""
+        net = self.net  # built here, so a missing seq_len is reported as such
+        if inputs.seq_len != net.seq_len:
+            raise UsageError(f"inputs: L={inputs.seq_len} but this Seq2point model is built for "
+                             f"seq_len={self.config['seq_len']}; use a model trained for "
+                             f"L={inputs.seq_len}")
+        with eval_mode(net):
+            pred = self._forward01(inputs.to(self.device))
+        return pred.to(inputs.s2.device)
+
+    def _forward01(self, inputs: Inputs) -> torch.Tensor:
+        with autocast(self.device):
+            y = self.net(network_input(inputs))
+        return from_network_range(y)
+
+    # -- checkpoints
+    def save(self, path: Path) -> None:
+        save_checkpoint(Path(path), self.net.state_dict(), self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Seq2Point:
+        """A fresh model from a stored config."""
+        rest = {k: v for k, v in config.items() if k not in ("method", "preset", "seq_len")}
+        return cls(seq_len=config.get("seq_len"), preset=config.get("preset", "full"), **rest)
+
+    @classmethod
+    def load(cls, path: Path, **expect: Any) -> Seq2Point:
+        """Load a checkpoint directory; ``expect`` (e.g. ``seq_len=4``) must match its config."""
+        state, config = load_checkpoint(Path(path), method=cls.name, **expect)
+        model = cls.from_config(config)
+        try:
+            model.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint: {path} does not match its config.json "
+                                  f"({exc})") from exc
+        return model
+
+    # -- training
+    def training_parts(self, total_steps: int, device: torch.device) -> TrainParts:
+        """Optimizer, LR schedule and L1 step function for :mod:`crbench.training`."""
+        self.to(device)
+        c, net = self.config, self.net
+        opt = torch.optim.Adam(net.parameters(), lr=c["lr"], betas=(c["beta1"], c["beta2"]))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(total_steps,
+                                                                    c["decay_start"]))
+        freeze = int(c["freeze_steps"])
+
+        def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
+            net.branch.requires_grad_(ctx.step >= freeze)
+            inputs = batch.inputs.to(ctx.device, non_blocking=True)
+            target = to_network_range(batch.target.to(ctx.device, non_blocking=True))
+            with ctx.autocast():
+                loss = F.l1_loss(net(network_input(inputs)).float(), target)
+            ctx.backward_step(loss, "model")
+            return {"l1": float(loss.detach())}
+
+        return TrainParts(model=net, config=self.config, step_fn=step_fn,
+                          optimizers={"model": opt}, schedulers={"model": sched},
+                          predict_fn=self._forward01)
+
+    def pretrain_parts(self, total_steps: int, device: torch.device) -> TrainParts:
+        """Parts for mono-temporal branch pretraining (one random input date per sample)."""
+        self.to(device)
+        c = self.config
+        mono = MonoTemporalNet(self.net.branch, c["channels"]).to(device)
+        opt = torch.optim.Adam(mono.parameters(), lr=c["lr"], betas=(c["beta1"], c["beta2"]))
+
+        def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
+            x = network_input(batch.inputs.to(ctx.device))
+            pick = torch.randint(x.shape[1], (x.shape[0],), device=ctx.device)
+            x = x[torch.arange(x.shape[0], device=ctx.device), pick]
+            target = to_network_range(batch.target.to(ctx.device))
+            with ctx.autocast():
+                loss = F.l1_loss(mono(x).float(), target)
+            ctx.backward_step(loss, "mono")
+            return {"l1_mono": float(loss.detach())}
+
+        config = self.config | {"stage": "pretrain"}
+        return TrainParts(model=mono, config=config, step_fn=step_fn, optimizers={"mono": opt})
+
+    def fit(self, data_root: Path, out: Path, *, steps: int | None = None,
+            batch_size: int | None = None, device: str | None = None, resume: bool = False,
+            seed: int = 0, progress: bool = True, workers: int = 0, region: str = "all",
+            crop: int | None = None) -> Path:
+        """Train on the train split (random sampler); checkpoints and history.csv in ``out``."""
+        c = self.config
+        opts = TrainOptions(
+            seq_len=self._seq_len(), batch_size=batch_size or c["batch_size"], steps=steps,
+            epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
+            workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
+            val_every=c["val_every"] or None)
+        if c["pretrain_steps"] > 0:
+            pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],
+                                  "val_samples": 0})
+            fit_on_dataset(data_root, Path(out) / "pretrain", pre, self.pretrain_parts)
+        return fit_on_dataset(data_root, out, opts, self.training_parts)

@@ -1,0 +1,411 @@
+"""STGAN: spatiotemporal generator networks for multi-temporal cloud removal.
+
+Paper: V. Sarukkai, A. Jain, B. Uzkent, S. Ermon, "Cloud Removal from Satellite Images using
+Spatiotemporal Generator Networks", IEEE/CVF Winter Conference on Applications of Computer
+Vision (WACV) 2020, doi:10.1109/WACV45572.2020.9093564; used as a baseline in the
+SEN12MS-CR-TS benchmark (Ebel et al. 2022, doi:10.1109/TGRS.2022.3146246).
+
+Bands: by default (``bands="rgbn"``) the network sees and predicts B04, B03, B02, B08
+(``crbench.constants.RGBN_IDX``) of each date, as in the benchmark; the 13-band prediction takes
+the other 9 bands from the mosaicing estimate (``crbench_methods.mosaicing.mosaic``), so only
+the 4 RGBN bands are STGAN's own (``self.bands`` says so). ``bands="all"`` is the 13-band
+variant (13 in, 13 out). ``use_s1=True`` appends VV, VH to every date's input.
+Everything is mapped to [-1, 1] for the networks; predictions go back to [0, 1], clamped.
+
+Generator (``generator="resnet"``, the branched ResNet, default): a shared per-date encoder
+(reflect pad 3, conv 7x7 -> ngf, norm, ReLU); for every pair of dates (i < j, temporal order)
+the two feature maps are concatenated and fused by a shared conv 3x3 (2 ngf -> ngf, norm, ReLU);
+the pair features are **averaged over all L(L-1)/2 pairs**, so the generator's weights do not
+depend on L (any L >= 2 works; L = 1 pairs the single date with itself). The trunk then has two
+stride-2 downsamplings (ngf -> 2 ngf -> 4 ngf), ``n_blocks`` (9) residual blocks, two
+transposed-conv upsamplings and a 7x7 conv with tanh. ``generator="unet"`` is the branched
+U-Net: a shared per-date U-Net encoder (``unet_depth`` stride-2 4x4 convs), pair fusion (1x1 conv
+on concatenated pairs, averaged over pairs) at every level, and a U-Net decoder with skips from
+the fused features. Inputs are edge-padded to a multiple of the total stride and cropped back.
+
+Discriminator: 70x70 PatchGAN (3 stride-2 layers, ndf = 64) on the concatenation of all input
+dates and the output (or target); it is tied to the training L (``config["train_seq_len"]``) but
+is only needed for training and lives in ``trainer.pt``, not in the model checkpoint.
+
+Loss: LSGAN, ``lambda_gan * GAN + lambda_l1 * L1`` with lambda_l1 = 100 (L1 in [-1, 1]);
+discriminator loss 0.5 (MSE(D(real), 1) + MSE(D(fake), 0)). Adam lr 2e-4, betas (0.5, 0.999)
+for both networks, constant LR (``decay_start`` < 1 enables a linear decay from that fraction
+of the steps on).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crbench.api import Batch, Inputs, Need, TrainableMethod
+from crbench.constants import N_S1_BANDS, N_S2_BANDS, RGBN_IDX, S2_BANDS
+from crbench.errors import CheckpointError, UsageError
+from crbench.torchutil import (
+    autocast,
+    check_config,
+    eval_mode,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
+from crbench.training import (
+    StepContext,
+    TrainOptions,
+    TrainParts,
+    fit_on_dataset,
+    from_network_range,
+    linear_decay,
+    resolve_config,
+    to_network_range,
+)
+
+
+class Bands(enum.Enum):
+    """Which S2 bands STGAN sees and predicts."""
+
+    RGBN = "rgbn"
+    ALL = "all"
+
+
+class Generator(enum.Enum):
+    """Generator variants of the paper."""
+
+    RESNET = "resnet"
+    UNET = "unet"
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(ch)
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    return nn.Identity()
+
+
+def _pairs(n: int) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(n), 2)) if n > 1 else [(0, 0)]
+
+
+def fuse_pairs(feats: torch.Tensor, fusion: nn.Module) -> torch.Tensor:
+    """(B, L, C, H, W) -> (B, C', H, W): ``fusion`` of each concatenated pair, mean over pairs."""
+    b, n = feats.shape[:2]
+    pairs = _pairs(n)
+    i, j = zip(*pairs, strict=True)
+    cat = torch.cat([feats[:, list(i)], feats[:, list(j)]], dim=2)  # (B, P, 2C, H, W)
+    fused = fusion(cat.flatten(0, 1))
+    return fused.reshape(b, len(pairs), *fused.shape[1:]).mean(1)
+
+
+# ----------------------------------------------------------------------------- generators
+class ResnetBlock(nn.Module):
+    """pix2pix residual block: reflect pad, conv3x3, norm, ReLU, reflect pad, conv3x3, norm."""
+
+    def __init__(self, ch: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(norm, ch), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), _norm(norm, ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class BranchedResnet(nn.Module):
+    """Branched ResNet generator: (B, L, C_in, H, W) -> (B, C_out, H, W), H, W % 4 == 0."""
+
+    stride = 4
+
+    def __init__(self, in_ch: int, out_ch: int, ngf: int, n_blocks: int, norm: str) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7),
+                                     _norm(norm, ngf), nn.ReLU(True))
+        self.fusion = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(2 * ngf, ngf, 3),
+                                    _norm(norm, ngf), nn.ReLU(True))
+        layers: list[nn.Module] = []
+        for mult in (1, 2):
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
+                       _norm(norm, ngf * mult * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_blocks)]
+        for mult in (4, 2):
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
+                                          output_padding=1),
+                       _norm(norm, ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
+        self.trunk = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c, h, w = x.shape
+        feats = self.encoder(x.reshape(b * n, c, h, w))
+        return self.trunk(fuse_pairs(feats.reshape(b, n, *feats.shape[1:]), self.fusion))
+
+
+class BranchedUnet(nn.Module):
+    """Branched U-Net generator: shared per-date encoder, pair fusion at every level."""
+
+    def __init__(self, in_ch: int, out_ch: int, ngf: int, depth: int, norm: str) -> None:
+        super().__init__()
+        self.stride = 2 ** depth
+        chs = [ngf * min(2 ** k, 8) for k in range(depth)]
+        self.down = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        prev = in_ch
+        for k, ch in enumerate(chs):
+            block: list[nn.Module] = [nn.Conv2d(prev, ch, 4, stride=2, padding=1)]
+            if 0 < k < depth - 1:
+                block.append(_norm(norm, ch))
+            block.append(nn.LeakyReLU(0.2, True))
+            self.down.append(nn.Sequential(*block))
+            self.fuse.append(nn.Sequential(nn.Conv2d(2 * ch, ch, 1), nn.LeakyReLU(0.2, True)))
+            prev = ch
+        self.up = nn.ModuleList()
+        for k in range(depth - 1, 0, -1):
+            in_up = chs[k] if k == depth - 1 else 2 * chs[k]
+            self.up.append(nn.Sequential(
+                nn.ConvTranspose2d(in_up, chs[k - 1], 4, stride=2, padding=1),
+                _norm(norm, chs[k - 1]), nn.ReLU(True)))
+        last_in = 2 * chs[0] if depth > 1 else chs[0]
+        self.final = nn.Sequential(nn.ConvTranspose2d(last_in, out_ch, 4, stride=2, padding=1),
+                                   nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c, h, w = x.shape
+        feats = x.reshape(b * n, c, h, w)
+        skips = []
+        for down, fuse in zip(self.down, self.fuse, strict=True):
+            feats = down(feats)
+            skips.append(fuse_pairs(feats.reshape(b, n, *feats.shape[1:]), fuse))
+        y = skips.pop()
+        for up in self.up:
+            y = torch.cat([up(y), skips.pop()], dim=1)
+        return self.final(y)
+
+
+class PaddedGenerator(nn.Module):
+    """Edge-pads (B, L, C, H, W) to a multiple of the generator's stride, crops the output."""
+
+    def __init__(self, net: BranchedResnet | BranchedUnet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c, h, w = x.shape
+        s = int(self.net.stride)
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x.reshape(b, n * c, h, w), (0, pw, 0, ph), mode="replicate")
+            x = x.reshape(b, n, c, h + ph, w + pw)
+        return self.net(x)[..., :h, :w]
+
+
+def patch_discriminator(in_ch: int, ndf: int, norm: str, n_layers: int = 3) -> nn.Sequential:
+    """pix2pix PatchGAN (70x70 receptive field for n_layers=3); outputs raw scores."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1),
+                               nn.LeakyReLU(0.2, True)]
+    ch = ndf
+    for k in range(1, n_layers + 1):
+        nxt = ndf * min(2 ** k, 8)
+        stride = 2 if k < n_layers else 1
+        layers += [nn.Conv2d(ch, nxt, 4, stride=stride, padding=1), _norm(norm, nxt),
+                   nn.LeakyReLU(0.2, True)]
+        ch = nxt
+    layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- method
+_FULL: dict[str, Any] = {
+    "bands": Bands.RGBN.value, "generator": Generator.RESNET.value, "use_s1": False,
+    "ngf": 64, "n_blocks": 9, "unet_depth": 6, "ndf": 64, "norm": "instance",
+    "lambda_gan": 1.0, "lambda_l1": 100.0, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "decay_start": 1.0, "batch_size": 4, "epochs": 20, "val_samples": 4, "val_every": 0,
+}
+_TINY: dict[str, Any] = _FULL | {"ngf": 16, "n_blocks": 2, "unet_depth": 3, "ndf": 16,
+                                 "batch_size": 2, "epochs": 1, "val_samples": 2}
+_NORMS = ("instance", "batch", "none")
+MIN_CROP = 32  # smallest training crop: the discriminator's last maps must exceed 1x1
+
+
+class STGAN(TrainableMethod):
+    """STGAN (Sarukkai et al. 2020). See the module docstring.
+
+    Args:
+        seq_len: L used for training (the discriminator's input); the generator accepts any L.
+            Defaults to 3.
+        preset: "full" (paper configuration) or "tiny" (CPU tests).
+        **overrides: any preset key, e.g. ``bands="all"``, ``generator="unet"``.
+    """
+
+    name: ClassVar[str] = "stgan"
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.MASKS, Need.S1})
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"full": _FULL, "tiny": _TINY}
+
+    def __init__(self, seq_len: int | None = None, preset: str = "full",
+                 **overrides: Any) -> None:
+        if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
+            raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
+        cfg = resolve_config(self.presets, preset, overrides, self.name)
+        _choice("bands", cfg["bands"], [b.value for b in Bands])
+        _choice("generator", cfg["generator"], [g.value for g in Generator])
+        _choice("norm", cfg["norm"], list(_NORMS))
+        cfg["train_seq_len"] = 3 if seq_len is None else seq_len
+        self.config = cfg
+        self.band_idx = list(RGBN_IDX) if cfg["bands"] == Bands.RGBN.value else list(
+            range(N_S2_BANDS))
+        self.bands = tuple(S2_BANDS[i] for i in self.band_idx)
+        self.device = torch.device("cpu")
+        self._generator: PaddedGenerator | None = None
+
+    @property
+    def generator(self) -> PaddedGenerator:
+        """The generator, built on first use (so that ``fit`` seeds its initialisation)."""
+        if self._generator is None:
+            self._generator = PaddedGenerator(self._build_generator()).to(self.device)
+        return self._generator
+
+    def _build_generator(self) -> BranchedResnet | BranchedUnet:
+        c = self.config
+        n_in = len(self.band_idx) + (N_S1_BANDS if c["use_s1"] else 0)
+        if c["generator"] == Generator.UNET.value:
+            return BranchedUnet(n_in, len(self.band_idx), c["ngf"], c["unet_depth"], c["norm"])
+        return BranchedResnet(n_in, len(self.band_idx), c["ngf"], c["n_blocks"], c["norm"])
+
+    def network_input(self, inputs: Inputs) -> torch.Tensor:
+        """(B, L, C, H, W) in [-1, 1]: the chosen S2 bands (+ S1) of every date."""
+        x = inputs.s2[:, :, self.band_idx]
+        if self.config["use_s1"]:
+            x = torch.cat([x, inputs.s1], dim=2)
+        return to_network_range(x.float())
+
+    def to(self, device: torch.device | str) -> STGAN:
+        self.device = torch.device(device)
+        if self._generator is not None:
+            self._generator.to(self.device)
+        return self
+
+    # -- inference
+    def predict_bands(self, inputs: Inputs) -> torch.Tensor:
+        """STGAN's own bands (``self.bands``), (B, 4 or 13, H, W) in [0, 1], model device."""
+        with eval_mode(self.generator):
+            return self._forward01(inputs.to(self.device))
+
+    def _forward01(self, inputs: Inputs) -> torch.Tensor:
+        with autocast(self.device):
+            y = self.generator(self.network_input(inputs))
+        return from_network_range(y)
+
+    def predict(self, inputs: Inputs) -> torch.Tensor:
+        """(B, 13, H, W) in [0, 1]; for bands="rgbn" the 9 other bands come from mosaicing."""
+        moved = inputs.to(self.device)
+        own = self.predict_bands(moved)
+        if self.config["bands"] == Bands.ALL.value:
+            return own.to(inputs.s2.device)
+        from crbench_methods.mosaicing import mosaic
+
+        full = mosaic(moved.s2.float(), moved.masks.float()).float().clone()
+        full[:, self.band_idx] = own
+        return full.to(inputs.s2.device)
+
+    # -- checkpoints
+    def save(self, path: Path) -> None:
+        save_checkpoint(Path(path), self.generator.state_dict(), self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> STGAN:
+        """A fresh model from a stored config."""
+        skip = ("method", "preset", "train_seq_len")
+        rest = {k: v for k, v in config.items() if k not in skip}
+        return cls(seq_len=config.get("train_seq_len"), preset=config.get("preset", "full"),
+                   **rest)
+
+    @classmethod
+    def load(cls, path: Path, **expect: Any) -> STGAN:
+        """Load a checkpoint. ``seq_len`` in ``expect`` is accepted for any L >= 1 (the
+        generator is not tied to L); other keys must match the stored config."""
+        seq_len = expect.pop("seq_len", None)
+        if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
+            raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
+        check_config(read_config(Path(path)), Path(path), method=cls.name)
+        state, config = load_checkpoint(Path(path), **expect)
+        model = cls.from_config(config)
+        try:
+            model.generator.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint: {path} does not match its config.json "
+                                  f"({exc})") from exc
+        return model
+
+    # -- training
+    def training_parts(self, total_steps: int, device: torch.device) -> TrainParts:
+        """Generator/discriminator optimizers and the LSGAN + L1 step for crbench.training."""
+        self.to(device)
+        c, gen = self.config, self.generator
+        n_bands = len(self.band_idx)
+        n_in = n_bands + (N_S1_BANDS if c["use_s1"] else 0)
+        disc = patch_discriminator(c["train_seq_len"] * n_in + n_bands, c["ndf"],
+                                   c["norm"]).to(device)
+        betas = (c["beta1"], c["beta2"])
+        opts = {"gen": torch.optim.Adam(gen.parameters(), lr=c["lr"], betas=betas),
+                "disc": torch.optim.Adam(disc.parameters(), lr=c["lr"], betas=betas)}
+        scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(total_steps,
+                                                                       c["decay_start"]))
+                  for k, o in opts.items()}
+
+        def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
+            return self._gan_step(batch, ctx, disc)
+
+        return TrainParts(model=gen, config=self.config, step_fn=step_fn, optimizers=opts,
+                          schedulers=scheds, extra_modules={"disc": disc},
+                          predict_fn=self._forward01, target_bands=self.band_idx)
+
+    def _gan_step(self, batch: Batch, ctx: StepContext, disc: nn.Module) -> dict[str, float]:
+        c = self.config
+        x = self.network_input(batch.inputs.to(ctx.device, non_blocking=True))
+        real = to_network_range(batch.target[:, self.band_idx].to(ctx.device).float())
+        cond = x.flatten(1, 2)
+        with ctx.autocast():
+            fake = self.generator(x)
+            d_real = disc(torch.cat([cond, real], 1)).float()
+            d_fake = disc(torch.cat([cond, fake.detach()], 1)).float()
+            loss_d = 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real))
+                            + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
+        ctx.backward_step(loss_d, "disc")
+        disc.requires_grad_(False)
+        try:
+            with ctx.autocast():
+                d_fake = disc(torch.cat([cond, fake], 1)).float()
+                loss_gan = F.mse_loss(d_fake, torch.ones_like(d_fake))
+                loss_l1 = F.l1_loss(fake.float(), real)
+                loss_g = c["lambda_gan"] * loss_gan + c["lambda_l1"] * loss_l1
+            ctx.backward_step(loss_g, "gen")
+        finally:
+            disc.requires_grad_(True)
+        return {"g_l1": float(loss_l1.detach()), "g_gan": float(loss_gan.detach()),
+                "d": float(loss_d.detach())}
+
+    def fit(self, data_root: Path, out: Path, *, steps: int | None = None,
+            batch_size: int | None = None, device: str | None = None, resume: bool = False,
+            seed: int = 0, progress: bool = True, workers: int = 0, region: str = "all",
+            crop: int | None = None) -> Path:
+        """Train on the train split (random sampler); checkpoints and history.csv in ``out``."""
+        if crop is not None and crop < MIN_CROP:
+            raise UsageError(f"crop: {crop} px is too small for the 70x70 PatchGAN "
+                             f"discriminator; expected at least {MIN_CROP}")
+        c = self.config
+        opts = TrainOptions(
+            seq_len=c["train_seq_len"], batch_size=batch_size or c["batch_size"], steps=steps,
+            epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
+            workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
+            val_every=c["val_every"] or None)
+        return fit_on_dataset(data_root, out, opts, self.training_parts)
+
+
+def _choice(key: str, value: Any, allowed: list[str]) -> None:
+    if value not in allowed:
+        raise UsageError(f"{key}: unknown value {value!r}; expected one of {', '.join(allowed)}")

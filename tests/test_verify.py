@@ -1,0 +1,176 @@
+"""`verify_tree` (crbench.data.verify) on the synthetic tree and on deliberately broken copies."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from crbench.data.layout import EXPECTED_LAYOUT
+from crbench.data.verify import ProblemKind, Severity, VerifyReport, verify_tree
+
+A, B = "ROIs1868/119", "ROIs1868/36"  # ROI A: per-file damage; ROI B: structural damage
+
+
+def _one(root: Path, roi: str, mod: str, t: int, patch: int) -> Path:
+    (path,) = (root / roi / mod / str(t)).glob(f"*_patch_{patch}.tif")
+    return path
+
+
+def _rewrite(path: Path, array: np.ndarray) -> None:
+    """Overwrite an image with new pixels (band count and size may change), same georeference."""
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(count=array.shape[0], height=array.shape[1], width=array.shape[2],
+                   dtype=array.dtype)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array)
+
+
+def _messages(report: VerifyReport, kind: ProblemKind) -> list[str]:
+    return [f"{p.path}: {p.detail}" for p in report.by_kind(kind)]
+
+
+@pytest.fixture(scope="module")
+def broken(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, VerifyReport]:
+    """Two ROIs copied from the synthetic tree and damaged in every way verify must name.
+
+    Patch 1 of ROI A stays intact, so the tree remains usable.
+    """
+    root = tmp_path_factory.mktemp("broken")
+    for roi in (A, B):
+        shutil.copytree(synth_root / roi, root / roi)
+    f = _one(root, A, "S2", 3, 0)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncated
+    _rewrite(_one(root, A, "S2", 4, 0), np.ones((12, 64, 64), np.uint16))  # 12 bands
+    s1 = _one(root, A, "S1", 5, 0)
+    with rasterio.open(s1) as src:
+        arr = src.read()
+    arr[0, :2, :3] = np.nan
+    arr[1, 5, 5] = np.inf
+    _rewrite(s1, arr)  # 7 non-finite values
+    _one(root, A, "S1", 9, 0).unlink()  # one missing S1 file
+    _rewrite(_one(root, A, "S2", 11, 0), np.zeros((13, 64, 64), np.uint16))  # blank
+    _rewrite(_one(root, A, "S2", 12, 0), np.full((13, 64, 64), 1234, np.uint16))  # constant
+    rng = np.random.default_rng(0)
+    _rewrite(_one(root, A, "S2", 13, 0), rng.integers(0, 5000, (13, 32, 32), np.uint16))  # size
+    (root / A / "S2" / "14" / "notes.txt").write_text("x")  # misnamed file
+    (root / A / "S2" / "15" / "s2_corrupt.tif").write_bytes(b"")  # misnamed, broken
+    shutil.rmtree(root / B / "S1" / "7")  # a whole date missing
+    for t in range(30):  # patch 1 of ROI B exists only in S2
+        p = root / B / "S1" / str(t)
+        if p.is_dir():
+            _one(root, B, "S1", t, 1).unlink()
+    (root / "ROIs1868" / "999" / "S2").mkdir(parents=True)  # not an official ROI, no S1
+    (root / "README.txt").write_text("not data")
+    (root / A / "S3").mkdir()
+    return root, verify_tree(root)
+
+
+def test_synthetic_tree_is_clean_and_usable(synth_root: Path) -> None:
+    report = verify_tree(synth_root, workers=2)
+    assert report.problems == [], report.summary()
+    assert report.usable
+    assert (report.n_rois, report.n_patches, report.n_complete) == (4, 8, 8)
+    assert report.n_files == 4 * 2 * 30 * 2
+    text = report.summary()
+    assert "errors: 0, warnings: 0" in text and "usable: yes (8 of 8 patches complete)" in text
+
+
+def test_truncated_file_is_named(broken: tuple[Path, VerifyReport]) -> None:
+    (msg,) = _messages(broken[1], ProblemKind.UNREADABLE)
+    assert msg.startswith(f"{A}/S2/3/s2_ROIs1868_119_ImgNo_3_")
+    assert "patch_0.tif" in msg and "corrupt" in msg
+
+
+def test_wrong_band_count_is_named(broken: tuple[Path, VerifyReport]) -> None:
+    (msg,) = _messages(broken[1], ProblemKind.WRONG_BANDS)
+    assert msg.startswith(f"{A}/S2/4/") and "found 12 bands, expected 13 for S2" in msg
+
+
+def test_nonfinite_pixels_are_counted(broken: tuple[Path, VerifyReport]) -> None:
+    (msg,) = _messages(broken[1], ProblemKind.NONFINITE)
+    assert msg.startswith(f"{A}/S1/5/") and "7 NaN/inf values" in msg
+    assert ProblemKind.NONFINITE.severity is Severity.WARNING
+
+
+def test_missing_file_names_date_and_patch(broken: tuple[Path, VerifyReport]) -> None:
+    msgs = _messages(broken[1], ProblemKind.MISSING_FILE)
+    assert f"{A}/S1/9: no S1 image of patch 0 at date t=9" in msgs
+    assert len(msgs) == 1  # B's missing date and patch are reported once, not per file
+
+
+def test_missing_date_directory(broken: tuple[Path, VerifyReport]) -> None:
+    msgs = _messages(broken[1], ProblemKind.MISSING_DATE)
+    assert len(msgs) == 2
+    assert msgs[0].startswith(f"{B}/S1/7: date directory missing") and "t=7" in msgs[0]
+    # a modality directory without any date is one line, not 30
+    assert msgs[1] == "ROIs1868/999/S2: no date directories at all; expected S2/0 .. S2/29"
+
+
+def test_s1_s2_patch_mismatch(broken: tuple[Path, VerifyReport]) -> None:
+    (msg,) = _messages(broken[1], ProblemKind.PATCH_MISMATCH)
+    assert msg == f"{B}/S1: patch 1 has S2 images but no S1 image at any date"
+
+
+def test_blank_and_constant_images(broken: tuple[Path, VerifyReport]) -> None:
+    (blank,) = _messages(broken[1], ProblemKind.BLANK)
+    (const,) = _messages(broken[1], ProblemKind.CONSTANT)
+    assert blank.startswith(f"{A}/S2/11/") and "fully cloudy" in blank
+    assert const.startswith(f"{A}/S2/12/") and "constant image" in const
+
+
+def test_size_mismatch(broken: tuple[Path, VerifyReport]) -> None:
+    (msg,) = _messages(broken[1], ProblemKind.SHAPE_MISMATCH)
+    assert msg.startswith(f"{A}/S2/13/") and "32x32 differs" in msg and "(64x64)" in msg
+
+
+def test_misnamed_files_unknown_roi_and_strays(broken: tuple[Path, VerifyReport]) -> None:
+    report = broken[1]
+    bad = _messages(report, ProblemKind.BAD_NAME)
+    assert len(bad) == 2 and f"{A}/S2/14/notes.txt" in bad[0] + bad[1]
+    assert "expected s2_ROIs1868_119_ImgNo_15_<YYYY-MM-DD>_patch_<n>.tif" in "".join(bad)
+    (unknown,) = _messages(report, ProblemKind.UNKNOWN_ROI)
+    assert unknown.startswith("ROIs1868/999: not in the official ROI lists")
+    assert _messages(report, ProblemKind.MISSING_MODALITY) == [
+        "ROIs1868/999/S1: S1 directory missing; expected S1/0 .. S1/29"]
+    assert sorted(_messages(report, ProblemKind.UNEXPECTED_ENTRY)) == [
+        "README.txt: not a ROIsXXXX directory; ignored", f"{A}/S3: not one of S1, S2; ignored"]
+
+
+def test_verdict_counts_only_intact_patches(broken: tuple[Path, VerifyReport]) -> None:
+    report = broken[1]
+    assert report.usable and report.n_complete == 1  # ROI A patch 1
+    assert report.n_patches == 4
+    text = report.summary()
+    assert "usable: yes (1 of 4 patches complete)" in text
+    errors = text.index("ERROR"), text.rindex("ERROR")
+    assert errors[1] < text.index("WARNING")  # errors listed first
+    short = report.summary(limit=2)
+    assert "... and" in short and len(short.splitlines()) == 3 + 2 + 2
+
+
+def test_missing_and_empty_root(tmp_path: Path) -> None:
+    report = verify_tree(tmp_path / "absent")
+    assert not report.usable
+    (p,) = report.problems
+    assert p.kind is ProblemKind.ROOT_MISSING and "does not exist" in p.detail
+    assert EXPECTED_LAYOUT in report.summary()
+    (tmp_path / "empty").mkdir()
+    report = verify_tree(tmp_path / "empty")
+    assert not report.usable
+    assert report.by_kind(ProblemKind.ROOT_EMPTY)[0].detail.endswith(EXPECTED_LAYOUT)
+
+
+def test_no_complete_patch_is_unusable(synth_root: Path, tmp_path: Path) -> None:
+    shutil.copytree(synth_root / B / "S2", tmp_path / B / "S2")
+    shutil.copytree(synth_root / B / "S1", tmp_path / B / "S1")
+    shutil.rmtree(tmp_path / B / "S2" / "29")
+    report = verify_tree(tmp_path)
+    assert not report.usable and report.n_patches == 2
+    assert [p.path for p in report.errors] == [f"{B}/S2/29"]
+    assert "usable: no - no patch has all 30 dates" in report.summary()
+    assert EXPECTED_LAYOUT in report.summary()
