@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-crbench synth "$work/data" --rois 4 --patches 2 --size 64 --seed 0
-crbench data masks "$work/data" --split test
-crbench run --data "$work/data" --methods least_cloudy,mosaicing --L 2 3 --split test \
-    --out "$work/run"
+# three official test ROIs x 3 patches, 64 px, seed 0: 9 samples per L
+crbench synth "$work/data" --rois ROIs1868/119,ROIs1970/139,ROIs2017/108 --patches 3 \
+    --size 64 --seed 0 --quiet
+crbench data masks "$work/data" --split test --no-progress
+crbench run --data "$work/data" --methods least_cloudy,mosaicing --L 3 4 5 --split test \
+    --out "$work/run" --no-progress
 if [ "${1:-}" = "--write" ]; then
   crbench check --results "$work/run" --baseline results/baseline/ci.json --write
 else

@@ -1,12 +1,19 @@
 """Speed of crbench.metrics against a per-sample numpy + scikit-image reference loop.
 
 Run: ``OMP_NUM_THREADS=1 python -m pytest benchmarks/test_bench_metrics.py --benchmark-enable``
-(pyproject's addopts disable benchmarks by default). The batch is 16 samples of 13x256x256.
+(pyproject's addopts disable benchmarks by default). The batch is 16 samples of 13x256x256
+(2 in a smoke run).
 The reference (RMSE/PSNR in numpy, SSIM with skimage per band, SAM in numpy, all float64,
 single-threaded) is timed once per module in the same process; each case puts
 ``speedup = reference seconds / crbench seconds`` (wall clock, both best-of-rounds) and
 ``cpu_speedup`` (the same with process CPU time, less sensitive to other load on a shared
 machine) in extra_info. Target: speedup >= 10.
+
+With ``threads = 2`` crbench runs its chunks in a pool of two single-threaded workers
+(``crbench.metrics._run_chunks``); the reference stays single-threaded (numpy, scipy and
+scikit-image run these operations on one core), so that case compares crbench using the
+whole 2-core machine against the reference as users run it. ``filter_backend`` says which
+SSIM filter ran (OpenCV on CPU when installed, torch convolutions otherwise).
 """
 
 from __future__ import annotations
@@ -18,21 +25,22 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from crbench import metrics_ssim
 from crbench.metrics import compute_metrics
 
 B, C, H, W, L = 16, 13, 256, 256, 3
 REF_ROUNDS = 2
 
 
-def make_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_batch(n: int = B) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reflectance-like target (smooth field + texture), a perturbed prediction, masks."""
     rng = np.random.default_rng(0)
-    coarse = torch.from_numpy(rng.random((B, C, 8, 8), dtype=np.float32))
+    coarse = torch.from_numpy(rng.random((n, C, 8, 8), dtype=np.float32))
     smooth = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear").numpy()
-    target = np.clip(0.05 + 0.4 * smooth + 0.03 * rng.standard_normal((B, C, H, W),
+    target = np.clip(0.05 + 0.4 * smooth + 0.03 * rng.standard_normal((n, C, H, W),
                                                                        dtype=np.float32), 0, 1)
-    pred = np.clip(target + 0.05 * rng.standard_normal((B, C, H, W), dtype=np.float32), 0, 1)
-    masks = rng.random((B, L, H, W)) < 0.4
+    pred = np.clip(target + 0.05 * rng.standard_normal((n, C, H, W), dtype=np.float32), 0, 1)
+    masks = rng.random((n, L, H, W)) < 0.4
     return pred.astype(np.float32), target.astype(np.float32), masks
 
 
@@ -59,8 +67,9 @@ def timed(fn, *args) -> tuple[float, float, object]:
 
 
 @pytest.fixture(scope="module")
-def batch() -> dict:
-    pred, target, masks = make_batch()
+def batch(enabled: bool) -> dict:
+    """The batch (2 samples in a smoke run) and the reference's values and first timing."""
+    pred, target, masks = make_batch(B if enabled else 2)
     wall, cpu, values = timed(reference, pred, target)
     return {"np": (pred, target, masks), "values": values, "ref_times": [(wall, cpu)]}
 
@@ -94,6 +103,7 @@ def test_bench_compute_metrics(benchmark, batch: dict, threads: int) -> None:
         ours_cpu = min(t[1] for t in ours_times)
         benchmark.extra_info.update({
             "torch_threads": threads, "batch": f"{B}x{C}x{H}x{W}",
+            "filter_backend": "torch" if metrics_ssim.cv2 is None else "opencv",
             "reference_seconds": ref_wall, "crbench_seconds": ours_wall,
             "speedup": ref_wall / ours_wall, "reference_cpu_seconds": ref_cpu,
             "crbench_cpu_seconds": ours_cpu, "cpu_speedup": ref_cpu / ours_cpu})

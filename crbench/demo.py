@@ -17,9 +17,10 @@ Steps (all through library calls, no subprocesses):
 5. report: Tables 1-4 (Markdown, with ``--by-coverage``) and Figures 3-4 into
    ``OUT/run/report``.
 
-``quick`` shrinks everything (4 ROIs, 2 patches, L = 3 only, a few training steps) for a
-smoke test. The output directory is reused by a later demo (its ``data``, ``checkpoints``
-and ``run`` are replaced); a non-empty directory that is not a demo output is refused.
+``quick`` shrinks everything (4 ROIs, 2 patches, L = 3 only, 2 training steps on 32 px
+crops) for a smoke test. The output directory is reused by a later demo (its ``data``,
+``checkpoints`` and ``run`` are replaced); a non-empty directory that is not a demo output is
+refused.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class DemoConfig:
         seq_lens: the L values evaluated.
         train_steps: optimisation steps per learned method (and per L where tied to L).
         batch_size: training and evaluation batch size.
+        train_crop: random crop (px) for training; None trains on whole patches.
         seed: synthesis and training seed.
     """
 
@@ -57,13 +59,14 @@ class DemoConfig:
     patches: int = 3
     size: int = 64
     seq_lens: tuple[int, ...] = (3, 4, 5)
-    train_steps: int = 20
+    train_steps: int = 12
     batch_size: int = 4
+    train_crop: int | None = None
     seed: int = 0
 
 
 FULL = DemoConfig()
-QUICK = DemoConfig(rois=4, patches=2, seq_lens=(3,), train_steps=2)
+QUICK = DemoConfig(rois=4, patches=2, seq_lens=(3,), train_steps=2, train_crop=32)
 
 
 @dataclass
@@ -151,7 +154,7 @@ def _train(name: str, root: Path, ckpts: Path, config: DemoConfig, device: str |
 
     cls = get_method_class(name)
     opts = {"steps": config.train_steps, "batch_size": config.batch_size, "device": device,
-            "seed": config.seed, "progress": progress}
+            "seed": config.seed, "progress": progress, "crop": config.train_crop}
     first, *others = config.seq_lens
     shared = ckpts / name
     cls(seq_len=first, preset="tiny").fit(root, shared, **opts)
@@ -189,6 +192,9 @@ def run_demo(out: Path = DEFAULT_OUT, quick: bool = False, device: str | None = 
 
     config = QUICK if quick else FULL
     out = Path(out)
+    if data is not None and not Path(data).is_dir():
+        raise UsageError(f"--data: {data} is not a directory; expected a SEN12MS-CR-TS tree "
+                         "(or leave --data out to synthesize one)")
     _prepare_out(out, config)
     root = out / "data" if data is None else Path(data)
     ckpts, run_dir = out / "checkpoints", out / "run"
@@ -197,9 +203,6 @@ def run_demo(out: Path = DEFAULT_OUT, quick: bool = False, device: str | None = 
         with _Timer(summary.seconds, "synth"):
             synthesize(root, rois=config.rois, patches=config.patches, size=config.size,
                        seed=config.seed, progress=progress)
-    elif not root.is_dir():
-        raise UsageError(f"--data: {root} is not a directory; expected a SEN12MS-CR-TS tree "
-                         "(or leave --data out to synthesize one)")
     with _Timer(summary.seconds, "masks"):
         _masks(root, progress)
     methods = list(BASELINES)

@@ -28,14 +28,15 @@ Conventions (DESIGN.md, "Per-sample results"), stated once here:
 
 Numerics: float32 arithmetic on chunks of the batch (one 13x256x256 sample at a time on
 CPU, larger chunks on GPUs), no per-pixel Python loops; per-pixel band sums are float32
-(13 terms) and every sum over pixels is accumulated in float64. SSIM's local moments come
-from depthwise separable float32 convolutions (channels-last) of images centred by a
-per-band level, with the zero padding of the uncentred image restored exactly at the
-borders; centring limits the float32 cancellation in E[x^2] - mu^2. The SSIM map agrees
-with a float64 computation to ~1e-6 on textured reflectance-like images; on smooth,
-high-contrast images (flat areas far from the band's mean level) single pixels may differ
-by a few 1e-5 (the mean over pixels much less). Results are (B,) float64 tensors on
-``pred``'s device.
+(13 terms), SSIM row sums are float32 (W terms) and every other sum over pixels is
+accumulated in float64. SSIM's local moments (:mod:`crbench.metrics_ssim`) come from
+separable float32 Gaussian filters (OpenCV on CPU, depthwise torch convolutions on other
+devices) of images centred by a per-band level and padded with the centred value of zero,
+which reproduces zero padding exactly; centring limits the float32 cancellation in
+E[x^2] - mu^2. The SSIM map agrees with a float64 computation to a few 1e-6 on
+reflectance-like images (the mean over pixels much better). On CPU with several torch
+threads, chunks run in a pool of single-threaded workers (see :func:`_run_chunks`).
+Results are (B,) float64 tensors on ``pred``'s device.
 
 Aggregation (:func:`aggregate`): the mean over samples ignoring NaN (empty regions) and a
 percentile-bootstrap confidence interval from a seeded numpy Generator. ``+inf`` values (PSNR
@@ -50,16 +51,26 @@ import contextlib
 import enum
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .constants import N_S2_BANDS
 from .errors import UsageError
+from .metrics_ssim import (
+    SSIM_K1,
+    SSIM_K2,
+    SSIM_SIGMA,
+    SSIM_WINDOW,
+    SsimEngine,
+    gaussian_window,
+    opencv_threads,
+)
 
 __all__ = [
     "HIGHER_IS_BETTER", "METRIC_NAMES", "SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW",
@@ -83,16 +94,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "psnr": True, "ssim": True, "sam": False,
 }
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
 VALUE_TOL = 1e-4  # values this far outside [0, 1] are clipped; further out is an error
 
-_C1 = (SSIM_K1 * 1.0) ** 2  # data range 1
-_C2 = (SSIM_K2 * 1.0) ** 2
 # Elements (B*13*H*W) per chunk: one 13x256x256 sample on CPU keeps the working set small;
-# on GPUs 16 such samples need well under 1 GiB of scratch memory.
+# on GPUs 16 such samples need about 0.8 GiB of scratch memory (padded maps, filter outputs).
 _CHUNK_ELEMS = {"cpu": 13 * 256 * 256, "default": 16 * 13 * 256 * 256}
 
 
@@ -192,191 +197,93 @@ def region_masks(masks: torch.Tensor | np.ndarray,
     if m.ndim != 4:
         raise UsageError(f"masks must have shape (B, L, H, W), got {tuple(m.shape)}")
     m = _check_masks(m, m.shape[0], m.shape[2], m.shape[3], m.device)
-    cloudy = m.all(dim=1) if conv is MaskConvention.PAPER else m.any(dim=1)
+    combine = torch.logical_and if conv is MaskConvention.PAPER else torch.logical_or
+    cloudy = m[:, 0].clone()
+    for i in range(1, m.shape[1]):  # faster than all/any over a strided dimension
+        combine(cloudy, m[:, i], out=cloudy)
     return cloudy, ~cloudy
 
 
-# --------------------------------------------------------------------------- kernels
+# --------------------------------------------------------------------------- SAM
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
-    """The 1-D Gaussian window (float64, sums to 1) whose outer product is SSIM's window."""
-    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-(r**2) / (2 * sigma**2))
-    return g / g.sum()
+def _sam_parts(x: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor,
+               out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """Per-pixel |x|^2, |y|^2 and |x |y| / |x| - y|^2 (x taken as 0 where |x| = 0) of
+    float32 chunks x, y (b, C, H, W), into ``out`` ((b, H, W) each).
 
-
-def _blur_weights(channels: int, device: torch.device, scale: float = 1.0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depthwise (1 x 11) and (11 x 1) conv weights for ``channels`` channels (the first
-    multiplied by ``scale``)."""
-    g = torch.as_tensor(gaussian_window(), dtype=torch.float32, device=device)
-    kw = (g * scale).view(1, 1, 1, SSIM_WINDOW).expand(channels, 1, 1, SSIM_WINDOW)
-    kh = g.view(1, 1, SSIM_WINDOW, 1).expand(channels, 1, SSIM_WINDOW, 1)
-    return kw.contiguous(), kh.contiguous()
-
-
-class _Blur:
-    """Separable zero-padded Gaussian filters (float32 depthwise convolutions).
-
-    ``plain`` gives E[z]; ``var`` gives E[z] + C2 and ``cov`` gives 2 E[z] + C2, folding the
-    SSIM constants into the convolution (weights and bias) to save passes over the data.
+    The last is |y|^2 |u - v|^2 for the unit spectra u, v; it is exactly 0 for identical
+    spectra (the scale is exactly 1 and the product is rounded before the subtraction).
     """
-
-    def __init__(self, channels: int, h: int, w: int, device: torch.device) -> None:
-        self.w1 = _blur_weights(channels, device)
-        self.w2 = _blur_weights(channels, device, scale=2.0)
-        self.c2 = torch.full((channels,), _C2, dtype=torch.float32, device=device)
-        wt = np.outer(_inside_weight(h), _inside_weight(w))
-        self.frame = []  # (index, 2 (1 - Wt), (1 - Wt) Wt, Wt - 1) per border strip
-
-        def f32(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(a, dtype=torch.float32, device=device)
-
-        for rows, cols in _frame(h, w):
-            ws = wt[rows, cols]
-            self.frame.append(((..., rows, cols), f32(2 * (1 - ws)), f32((1 - ws) * ws),
-                               f32(ws - 1)))
-
-    def _run(self, z: torch.Tensor, w: tuple[torch.Tensor, torch.Tensor],
-             bias: torch.Tensor | None) -> torch.Tensor:
-        pad = SSIM_WINDOW // 2
-        z = F.conv2d(z, w[0], padding=(0, pad), groups=z.shape[1])
-        return F.conv2d(z, w[1], bias, padding=(pad, 0), groups=z.shape[1])
-
-    def plain(self, z: torch.Tensor) -> torch.Tensor:
-        return self._run(z, self.w1, None)
-
-    def var(self, z: torch.Tensor) -> torch.Tensor:
-        return self._run(z, self.w1, self.c2)
-
-    def cov(self, z: torch.Tensor) -> torch.Tensor:
-        return self._run(z, self.w2, self.c2)
-
-
-class _Work:
-    """Float32 scratch buffers reused across the chunks of one call.
-
-    Reusing a few buffers (sliced to the chunk's batch size) instead of allocating fresh
-    large tensors for every chunk saves allocation and page-fault time.
-    """
-
-    def __init__(self, shape: Sequence[int], device: torch.device) -> None:
-        self.shape, self.device = tuple(shape), device
-        self._bufs: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, n: int, channels_last: bool = False) -> torch.Tensor:
-        if name not in self._bufs:
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            self._bufs[name] = torch.empty(self.shape, dtype=torch.float32, device=self.device,
-                                           memory_format=fmt)
-        return self._bufs[name][:n]
-
-
-def _inside_weight(n: int) -> np.ndarray:
-    """Per position along an axis of length n: the sum of the 1-D window taps that fall
-    inside the image (exactly 1 where the whole window fits)."""
-    g, r = gaussian_window(), SSIM_WINDOW // 2
-    out = np.ones(n, dtype=np.float64)
-    for i in [*range(min(r, n)), *range(max(r, n - r), n)]:
-        out[i] = g[max(0, r - i):SSIM_WINDOW - max(0, i + r + 1 - n)].sum()
-    return out
-
-
-def _frame(h: int, w: int) -> list[tuple[slice, slice]]:
-    """Non-overlapping (rows, cols) strips covering the pixels whose window leaves the image."""
-    r = SSIM_WINDOW // 2
-    top, bottom = slice(0, min(r, h)), slice(max(min(r, h), h - r), h)
-    left, right = slice(0, min(r, w)), slice(max(min(r, w), w - r), w)
-    middle = slice(top.stop, bottom.start)
-    strips = [(top, slice(0, w)), (bottom, slice(0, w)), (middle, left), (middle, right)]
-    return [(a, b) for a, b in strips if a.stop > a.start and b.stop > b.start]
-
-
-def _centred(t: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t - c) written into ``out`` (channels-last), c (b, C, 1, 1) a per-image, per-band
-    level (mean of a subsample).
-
-    Local moments are shift invariant, and centring keeps the float32 rounding of
-    E[x^2] - mu^2 small where an image is far from 0 (bright, flat areas); the exact zero
-    padding is restored by :func:`_fix_border`.
-    """
-    step = max(1, min(t.shape[-2:]) // 32)
-    c = t[..., ::step, ::step].mean(dim=(2, 3), keepdim=True)
-    return torch.sub(t, c, out=out), c
-
-
-def _fix_border(md: tuple[torch.Tensor, torch.Tensor], var: torch.Tensor, cov: torch.Tensor,
-                c: tuple[torch.Tensor, torch.Tensor], blur: _Blur
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn moments of centred images (zero-padded) into those of the original images.
-
-    With inside weight Wt (1 in the interior), x = c + d and zero padding of x:
-    mu_x = mu_d + c Wt; var_x = var_d + (1 - Wt)(c^2 Wt + 2 c mu_d); similarly for cov.
-    ``var`` (sum of both variances) and ``cov`` (twice the covariance) are corrected in
-    place on the border strips; returns (mu_x, mu_y), computed in place of ``md``.
-    """
-    (mdx, mdy), (cx, cy) = md, c
-    c_sq, c_xy = cx * cx + cy * cy, 2 * cx * cy
-    for s, om2, omw, wm1 in blur.frame:
-        dx, dy = mdx[s], mdy[s]
-        var[s].addcmul_(om2, torch.mul(dx, cx).addcmul_(dy, cy)).addcmul_(omw, c_sq)
-        cov[s].addcmul_(om2, torch.mul(dy, cx).addcmul_(dx, cy)).addcmul_(omw, c_xy)
-        dx.addcmul_(wm1, cx)  # becomes mu_x - cx on the strip; + cx below
-        dy.addcmul_(wm1, cy)
-    return mdx.add_(cx), mdy.add_(cy)
-
-
-def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, blur: _Blur, work: _Work
-                    ) -> torch.Tensor:
-    """SSIM map (b, C, H, W) of float32 chunks x, y (b, C, H, W), in a channels-last
-    scratch buffer (valid until the next chunk)."""
-    n = x.shape[0]
-    dx, cx = _centred(x, work.get("dx", n, True))
-    dy, cy = _centred(y, work.get("dy", n, True))
-    s2 = torch.mul(dx, dx, out=work.get("s2", n, True)).addcmul_(dy, dy)
-    pxy = torch.mul(dx, dy, out=work.get("pxy", n, True))
-    mdx, mdy, var, cov = blur.plain(dx), blur.plain(dy), blur.var(s2), blur.cov(pxy)
-    var.addcmul_(mdx, mdx, value=-1).addcmul_(mdy, mdy, value=-1)  # var_x + var_y + C2
-    cov.addcmul_(mdx, mdy, value=-2)  # 2 cov_xy + C2
-    mx, my = _fix_border((mdx, mdy), var, cov, (cx, cy), blur)
-    c1 = torch.tensor(_C1, dtype=torch.float32, device=x.device)
-    num = torch.addcmul(c1, mx, my, value=2, out=work.get("s2", n, True)).mul_(cov)
-    den = torch.addcmul(c1, mx, mx, out=work.get("pxy", n, True)).addcmul_(my, my).mul_(var)
-    return num.div_(den)
-
-
-def _sam_chunk(x: torch.Tensor, y: torch.Tensor, work: _Work) -> torch.Tensor:
-    """Per-pixel spectral angle (b, H, W) of float32 chunks x, y (b, C, H, W).
-
-    angle = 2 atan2(|u - v|, |u + v|) for unit spectra u, v, with |u + v|^2 =
-    2(|u|^2 + |v|^2) - |u - v|^2; a zero spectrum becomes the zero vector, so the angle
-    is pi/2 against a non-zero spectrum and 0 between two zero spectra.
-    """
-    n = x.shape[0]
-    u, v = work.get("u", n), work.get("v", n)
-    nx2 = torch.mul(x, x, out=u).sum(dim=1, keepdim=True)
-    ny2 = torch.mul(y, y, out=v).sum(dim=1, keepdim=True)
+    nx2, ny2, w2 = out
+    torch.sum(torch.mul(x, x, out=scratch), dim=1, out=nx2)
+    torch.sum(torch.mul(y, y, out=scratch), dim=1, out=ny2)
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    rx = torch.where(nx2 > 0, torch.rsqrt(nx2), zero)
-    ry = torch.where(ny2 > 0, torch.rsqrt(ny2), zero)
-    torch.mul(x, rx, out=u).sub_(torch.mul(y, ry, out=v))
-    a2 = u.mul_(u).sum(dim=1)
-    units = (nx2 > 0).squeeze(1).to(x.dtype) + (ny2 > 0).squeeze(1).to(x.dtype)
-    b2 = (2 * units - a2).clamp_min_(0)
-    return 2 * torch.atan2(a2.sqrt(), b2.sqrt())
+    k = torch.where(nx2 > 0, torch.div(ny2, nx2).sqrt_(), zero).unsqueeze(1)
+    w = torch.mul(x, k, out=scratch).sub_(y)
+    torch.sum(w.mul_(w), dim=1, out=w2)
+
+
+def _sam_angles(nx2: torch.Tensor, ny2: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """Spectral angles from :func:`_sam_parts`: 2 atan2(|u - v|, |u + v|) with
+    |u + v|^2 = 2(|u|^2 + |v|^2) - |u - v|^2, where a zero spectrum is the zero vector:
+    pi/2 against a non-zero spectrum, 0 between two zero spectra (overwrites w2)."""
+    has_x, has_y = (nx2 > 0).to(w2.dtype), ny2 > 0
+    a2 = torch.where(has_y, w2.div_(ny2), has_x)  # |u - v|^2
+    b2 = has_x.add_(has_y).mul_(2).sub_(a2).clamp_min_(0)
+    return torch.atan2(a2.sqrt_(), b2.sqrt_()).mul_(2)
 
 
 # --------------------------------------------------------------------------- public maps
 
 
-def _chunks(shape: Sequence[int], device: torch.device) -> Iterable[tuple[slice, _Work]]:
-    """Batch slices of about ``_CHUNK_ELEMS`` elements, with one shared scratch space."""
+class _Workspace:
+    """Scratch memory of one worker: a float32 chunk and an SSIM engine."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
+        self.scratch = torch.empty(shape, dtype=torch.float32, device=device)
+        self.ssim = SsimEngine(shape, device)
+
+
+def _run_chunks(shape: Sequence[int], device: torch.device,
+                task: Callable[[slice, _Workspace], None]) -> None:
+    """Call ``task(batch_slice, workspace)`` on chunks of about ``_CHUNK_ELEMS`` elements.
+
+    On CPU with several torch threads and several chunks, the chunks run in a pool of
+    ``torch.get_num_threads()`` Python threads (torch and OpenCV release the GIL) with
+    single-threaded operations: the metrics are many small operations, and an OpenMP
+    barrier after each of them costs far more than the work on a busy machine. Torch's
+    thread setting is restored afterwards.
+    """
     b, rest = shape[0], math.prod(shape[1:])
     step = max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["default"]) // max(rest, 1))
-    work = _Work((min(b, step), *shape[1:]), device)
-    for s in range(0, b, step):
-        yield slice(s, min(b, s + step)), work
+    slices = [slice(s, min(b, s + step)) for s in range(0, b, step)]
+    chunk = (min(b, step), *shape[1:])
+    threads = torch.get_num_threads()
+    workers = min(threads, len(slices)) if device.type == "cpu" else 1
+    if workers <= 1:
+        work = _Workspace(chunk, device)
+        with opencv_threads(threads):
+            for s in slices:
+                task(s, work)
+        return
+    spare: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
+    for _ in range(workers):
+        spare.put(_Workspace(chunk, device))
+
+    def run(s: slice) -> None:
+        work = spare.get()
+        try:
+            task(s, work)
+        finally:
+            spare.put(work)
+
+    torch.set_num_threads(1)
+    try:
+        with opencv_threads(1), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, slices))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _prep(t: torch.Tensor, clip: bool) -> torch.Tensor:
@@ -417,10 +324,12 @@ def ssim_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
     ``compute_metrics(...)["ssim"]`` is the mean of this map over bands and pixels.
     """
     p, t, clip_p, clip_t = _validated_pair(pred, target)
-    blur = _Blur(*p.shape[1:], p.device)
     out = torch.empty(p.shape, dtype=torch.float32, device=p.device)
-    for s, work in _chunks(p.shape, p.device):
-        out[s] = _ssim_map_chunk(_prep(p[s], clip_p), _prep(t[s], clip_t), blur, work)
+
+    def task(s: slice, work: _Workspace) -> None:
+        work.ssim.sums(_prep(p[s], clip_p), _prep(t[s], clip_t), out_map=out[s])
+
+    _run_chunks(p.shape, p.device, task)
     return out
 
 
@@ -430,10 +339,15 @@ def sam_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
     """Per-pixel spectral angle (B, H, W) in radians, float32 (zero norms: see module doc)."""
     p, t, clip_p, clip_t = _validated_pair(pred, target)
     b, _, h, w = p.shape
-    out = torch.empty((b, h, w), dtype=torch.float32, device=p.device)
-    for s, work in _chunks(p.shape, p.device):
-        out[s] = _sam_chunk(_prep(p[s], clip_p), _prep(t[s], clip_t), work)
-    return out
+    parts = tuple(torch.empty((b, h, w), dtype=torch.float32, device=p.device)
+                  for _ in range(3))
+
+    def task(s: slice, work: _Workspace) -> None:
+        _sam_parts(_prep(p[s], clip_p), _prep(t[s], clip_t),
+                   work.scratch[:s.stop - s.start], tuple(q[s] for q in parts))
+
+    _run_chunks(p.shape, p.device, task)
+    return _sam_angles(*parts)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -465,26 +379,29 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     b, c, h, w = p.shape
     cloudy, clear = region_masks(_check_masks(masks, b, h, w, p.device), conv)
     dev = p.device
-    sq = torch.empty((b, h, w), dtype=torch.float32, device=dev)  # band sum of squared error
+    # per pixel: band sum of squared error; |x|^2, |y|^2, |u - v|^2 for SAM
+    sq, *sam_parts = (torch.empty((b, h, w), dtype=torch.float32, device=dev)
+                      for _ in range(4))
     ssim_sum = torch.empty(b, dtype=torch.float64, device=dev)
-    sam_sum = torch.empty(b, dtype=torch.float64, device=dev)
-    blur = _Blur(c, h, w, dev)
-    for s, work in _chunks(p.shape, dev):
+
+    def task(s: slice, work: _Workspace) -> None:
         x, y = _prep(p[s], clip_p), _prep(t[s], clip_t)
-        d = torch.sub(x, y, out=work.get("u", x.shape[0]))
-        torch.sum(d.mul_(d), dim=1, out=sq[s])
-        ssim = _ssim_map_chunk(x, y, blur, work)
-        ssim_sum[s] = ssim.sum(dim=-1).sum(dim=(1, 2), dtype=torch.float64)
-        sam_sum[s] = _sam_chunk(x, y, work).sum(dim=-1).sum(dim=1, dtype=torch.float64)
+        scratch = work.scratch[:x.shape[0]]
+        torch.sum(torch.sub(x, y, out=scratch).square_(), dim=1, out=sq[s])
+        _sam_parts(x, y, scratch, tuple(q[s] for q in sam_parts))
+        ssim_sum[s] = work.ssim.sums(x, y)
+
+    _run_chunks(p.shape, dev, task)
     sq64 = sq.double()
     rmse = torch.sqrt(sq64.sum(dim=(1, 2)) / (c * h * w))
+    sam = _sam_angles(*sam_parts).sum(dim=(1, 2), dtype=torch.float64)
     return {
         "nrmse_all": rmse,
         "nrmse_cloudy": _masked_rmse(sq64, cloudy, c),
         "nrmse_clear": _masked_rmse(sq64, clear, c),
         "psnr": -20.0 * torch.log10(rmse),
         "ssim": ssim_sum / (c * h * w),
-        "sam": sam_sum / (h * w),
+        "sam": sam / (h * w),
     }
 
 

@@ -121,8 +121,10 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
     ds = SEN12MSCRTS(cfg.data, split=cfg.split, L=seq_len, region=cfg.region, sampler="fixed",
                      protocol=cfg.protocol, index=todo, only_matching=True, cache=cache,
                      seed=cfg.seed)
+    # workers read and decode while the device predicts; persistent for the loader's lifetime
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
-                      collate_fn=collate, pin_memory=device.type == "cuda")
+                      collate_fn=collate, pin_memory=device.type == "cuda",
+                      persistent_workers=cfg.workers > 0)
 
 
 def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,

@@ -188,9 +188,15 @@ def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
     dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
     records = [r for d in dirs for f in _row_files(d) for r in read_row_dicts(f)]
     frame = pd.DataFrame(records, columns=list(ROW_COLUMNS))
-    frame = frame.astype({**dict.fromkeys(INT_COLUMNS, "int64"),
-                          **dict.fromkeys(FLOAT_COLUMNS, "float64"),
-                          **dict.fromkeys(STR_COLUMNS, str)})
+    # an empty cell (as pandas' to_csv writes NaN) is a missing value, not an error
+    frame[list(FLOAT_COLUMNS)] = frame[list(FLOAT_COLUMNS)].replace("", "nan")
+    try:
+        frame = frame.astype({**dict.fromkeys(INT_COLUMNS, "int64"),
+                              **dict.fromkeys(FLOAT_COLUMNS, "float64"),
+                              **dict.fromkeys(STR_COLUMNS, str)})
+    except ValueError as exc:
+        raise DataError(f"rows under {', '.join(map(str, dirs))}: a value is not a number "
+                        f"({exc}); expected the columns {', '.join(ROW_COLUMNS)}") from exc
     value_cols = [c for c in ROW_COLUMNS if c != "seconds"]
     return frame.drop_duplicates(subset=value_cols).reset_index(drop=True)
 

@@ -34,25 +34,44 @@ losses and learning rate over those steps) and ``val_psnr`` at every validation.
 from the stored step: the data order of the interrupted epoch is reproduced (epoch
 permutations are seeded by seed + epoch), so 2 + 2 resumed steps give the same weights as 4.
 Without a checkpoint in ``out``, ``resume=True`` starts afresh.
+
+Distributed data parallel (``torchrun --nproc_per_node=N -m crbench.cli.main train ...``):
+:func:`fit_on_dataset` opens a :func:`crbench.distributed.session` (NCCL on CUDA, one GPU per
+local rank; gloo on CPU). ``batch_size`` is the GLOBAL batch: each rank loads its
+:class:`~crbench.training_data.Share` (positions ``rank::world``) of every single-process
+batch, so for the same global batch size the run follows single-process training (up to the
+order of float summation). The Trainer wraps ``parts.model`` and every ``extra_modules``
+entry with trainable parameters in ``DistributedDataParallel``; ``step_fn`` must run its
+gradient-producing forward passes through ``ctx.ddp(module)`` (the module itself in a single
+process), which averages gradients over ranks: with per-sample-mean losses, the gradient of
+the global-batch mean loss (``ctx.backward_step`` applies ``ctx.share.weight`` for uneven last
+batches). Random draws made per sample in ``step_fn`` should be drawn for the global batch
+and cut to this rank's rows (``share = ctx.batch_share(n)``; draw ``share.global_size`` rows;
+``share.take(...)``) so that every rank sees the single-process stream. The losses
+``step_fn`` returns are averaged over ranks, so ``history.csv`` holds global-batch means.
+Rank 0 alone shows progress, validates (the PSNR is broadcast) and writes checkpoints and
+history.csv; the other ranks wait at a barrier. All ranks restore the checkpoint on resume.
+After the first step the ranks' weights are compared: a ``step_fn`` that bypassed
+``ctx.ddp`` (ranks drifting apart) is reported.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .api import Batch, Inputs, collate
-from .errors import CheckpointError, DatasetNotFoundError, UsageError
+from .errors import CheckpointError, DatasetNotFoundError, PluginError, UsageError
 from .torchutil import (
     TRAINER_FILE,
     autocast,
@@ -64,6 +83,16 @@ from .torchutil import (
     pick_device,
     read_config,
     save_checkpoint,
+)
+from .training_data import (  # noqa: F401  (re-exported: part of this module's surface)
+    BatchSource,
+    DatasetSource,
+    RepeatSource,
+    Share,
+    batch_size_of,
+    check_global_batch,
+    main_first,
+    weighted_mean_over_ranks,
 )
 
 HISTORY_FILE = "history.csv"
@@ -156,6 +185,8 @@ class TrainParts:
         extra_modules: name -> module saved in ``trainer.pt`` only (e.g. a discriminator).
         predict_fn: Inputs -> prediction in [0, 1] for validation PSNR (None: no validation).
         target_bands: target bands compared with ``predict_fn``'s output (None: all).
+        unused_parameters: True when a step may leave trainable parameters out of the graph
+            (e.g. a frozen branch); DDP then looks for them every step (slower).
     """
 
     model: nn.Module
@@ -166,10 +197,12 @@ class TrainParts:
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     predict_fn: PredictFn | None = None
     target_bands: Sequence[int] | None = None
+    unused_parameters: bool = False
 
 
 class StepContext:
-    """Per-run state handed to ``step_fn``: device, counters, AMP helpers."""
+    """Per-run state handed to ``step_fn``: device, counters, AMP helpers, DDP wrappers and
+    this rank's :class:`Share` of the current global batch (``ctx.share``)."""
 
     def __init__(self, device: torch.device, optimizers: Mapping[str, torch.optim.Optimizer],
                  total_steps: int, amp: bool = True) -> None:
@@ -180,6 +213,31 @@ class StepContext:
         self.step = 0
         self.epoch = 0
         self.scalers = {name: grad_scaler(device) for name in self.optimizers}
+        self.share: Share | None = None  # set by the Trainer for every batch
+        self._ddp: dict[int, nn.Module] = {}
+
+    def batch_share(self, local_size: int) -> Share:
+        """This rank's :class:`Share` of the current global batch (the whole batch of
+        ``local_size`` samples when no Trainer set one)."""
+        return self.share if self.share is not None else Share.whole(local_size)
+
+    def ddp(self, module: nn.Module) -> nn.Module:
+        """``module``'s DistributedDataParallel wrapper under torchrun, else ``module``.
+        Forward passes whose gradients should be averaged over ranks go through it."""
+        return self._ddp.get(id(module), module)
+
+    def wrap(self, modules: Sequence[nn.Module], find_unused: bool = False) -> None:
+        """Wrap the modules with trainable parameters in DDP (only in a process group)."""
+        if not distributed.info().enabled:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        for module in modules:
+            if id(module) not in self._ddp and any(p.requires_grad
+                                                   for p in module.parameters()):
+                self._ddp[id(module)] = DistributedDataParallel(
+                    module, device_ids=ids, find_unused_parameters=find_unused)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision on CUDA (see crbench.torchutil.autocast), no-op on CPU."""
@@ -188,71 +246,12 @@ class StepContext:
     def backward_step(self, loss: torch.Tensor, name: str) -> None:
         """Backward ``loss``, step optimizer ``name`` through its GradScaler, zero its grads."""
         opt, scaler = self.optimizers[name], self.scalers[name]
+        if self.share is not None and self.share.weight != 1.0:  # uneven last global batch
+            loss = loss * self.share.weight  # under DDP (see Share)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
-
-
-# ----------------------------------------------------------------------------- batch sources
-class BatchSource(Protocol):
-    """Where training batches come from: ``epoch(e, start)`` yields the batches of epoch ``e``
-    from position ``start`` on; ``steps_per_epoch`` is its length."""
-
-    steps_per_epoch: int
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
-
-
-class RepeatSource:
-    """The same batch over and over (for overfitting tests)."""
-
-    def __init__(self, batch: Batch, steps_per_epoch: int = 1) -> None:
-        self.batch = batch
-        self.steps_per_epoch = steps_per_epoch
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        for _ in range(start, self.steps_per_epoch):
-            yield self.batch
-
-
-class _OffsetSampler(torch.utils.data.Sampler[int]):
-    """Permutation of range(n) seeded by (seed, epoch), starting at batch ``start``."""
-
-    def __init__(self, n: int, seed: int, epoch: int, skip: int) -> None:
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        self.order = torch.randperm(n, generator=gen).tolist()[skip:]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
-class DatasetSource:
-    """Shuffled mini-batches of a map-style dataset, reproducible per (seed, epoch)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, seed: int = 0,
-                 workers: int = 0, pin_memory: bool = False) -> None:
-        n = len(dataset)  # type: ignore[arg-type]
-        if n == 0:
-            raise DatasetNotFoundError("training data: the train split has no samples; check "
-                                       "--data and --region")
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.workers, self.pin_memory = workers, pin_memory
-        self.steps_per_epoch = math.ceil(n / batch_size)
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        if hasattr(self.dataset, "set_epoch"):  # new random dates/crops every epoch
-            self.dataset.set_epoch(epoch)
-        sampler = _OffsetSampler(len(self.dataset), self.seed,  # type: ignore[arg-type]
-                                 epoch, start * self.batch_size)
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
-            num_workers=self.workers, pin_memory=self.pin_memory,
-            persistent_workers=False)
-        yield from loader
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -330,17 +329,25 @@ class Trainer:
         ctx = StepContext(self.device, parts.optimizers, self.total_steps, amp=self.amp)
         if resume:
             self._restore(parts, ctx)
+        ctx.wrap([parts.model, *parts.extra_modules.values()], parts.unused_parameters)
         spe = source.steps_per_epoch
         if spe < 1:
             raise UsageError(f"batch source: {spe} steps per epoch; expected at least 1")
         window: list[Mapping[str, float]] = []
-        bar = tqdm(total=self.total_steps, initial=ctx.step, disable=not self.progress,
+        show = self.progress and distributed.info().is_main
+        bar = tqdm(total=self.total_steps, initial=ctx.step, disable=not show,
                    desc=str(parts.config.get("method", "train")), unit="step", dynamic_ncols=True)
+        first = ctx.step
         try:
             while ctx.step < self.total_steps:
                 ctx.epoch = ctx.step // spe
                 for batch in source.epoch(ctx.epoch, ctx.step - ctx.epoch * spe):
+                    share = getattr(source, "share", None)
+                    ctx.share = (share(ctx.step - ctx.epoch * spe) if share is not None
+                                 else Share.whole(batch_size_of(batch)))
                     losses = self._one_step(parts, ctx, batch)
+                    if ctx.step == first + 1:
+                        check_in_sync([parts.model, *parts.extra_modules.values()])
                     window.append(losses)
                     bar.update(1)
                     self._after_step(parts, ctx, window, spe)
@@ -358,7 +365,8 @@ class Trainer:
             m.train()
         opt = next(iter(parts.optimizers.values()), None)
         lr = float(opt.param_groups[0]["lr"]) if opt is not None else float("nan")
-        losses = dict(parts.step_fn(batch, ctx))
+        weight = ctx.share.weight if ctx.share is not None else 1.0
+        losses = weighted_mean_over_ranks(dict(parts.step_fn(batch, ctx)), weight)
         losses["lr"] = lr  # the learning rate this step used
         for sched in parts.schedulers.values():
             sched.step()
@@ -374,8 +382,9 @@ class Trainer:
         epoch_end = ctx.step % spe == 0
         every = self.val_every or spe
         validate = bool(self.val_batches) and (ctx.step % every == 0 or last)
-        if validate:
-            self.last_psnr = self.validate(parts)
+        if validate:  # on rank 0; the others wait for its result
+            psnr = self.validate(parts) if distributed.info().is_main else None
+            self.last_psnr = float(distributed.broadcast_object(psnr))
             if not self.history or self.history[-1]["step"] != ctx.step:
                 self.history.append({"step": ctx.step, "epoch": ctx.epoch})
             self.history[-1]["val_psnr"] = self.last_psnr
@@ -405,7 +414,14 @@ class Trainer:
 
     # -- checkpoints
     def save(self, parts: TrainParts, ctx: StepContext) -> Path:
-        """Write the checkpoint and history.csv into ``out``."""
+        """Write the checkpoint and history.csv into ``out`` (rank 0; the others wait)."""
+        assert self.out is not None
+        if distributed.info().is_main:
+            self._write(parts, ctx)
+        distributed.barrier()
+        return self.out
+
+    def _write(self, parts: TrainParts, ctx: StepContext) -> None:
         assert self.out is not None
         state = {
             "step": ctx.step, "epoch": ctx.epoch, "total_steps": self.total_steps,
@@ -418,7 +434,6 @@ class Trainer:
         }
         save_checkpoint(self.out, parts.model.state_dict(), parts.config, state)
         write_history(self.out / HISTORY_FILE, self.history)
-        return self.out
 
     def _restore(self, parts: TrainParts, ctx: StepContext) -> None:
         if self.out is None or not (self.out / TRAINER_FILE).is_file():
@@ -446,6 +461,24 @@ class Trainer:
         ctx.step, ctx.epoch = int(state["step"]), int(state["epoch"])
         _set_rng_state(state["rng"])
         self.history = [r for r in state["history"] if r["step"] <= ctx.step]
+
+
+def check_in_sync(modules: Sequence[nn.Module]) -> None:
+    """Under DDP, PluginError if the ranks' weights differ (a ``step_fn`` that did not run its
+    networks through ``ctx.ddp``); a no-op in a single process."""
+    if not distributed.info().enabled:
+        return
+    import torch.distributed as dist
+
+    total = sum((p.detach().double().sum() for m in modules for p in m.parameters()),
+                torch.zeros((), dtype=torch.float64))
+    device = total.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    low, high = total.reshape(1).to(device), total.reshape(1).to(device).clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if float(high - low) > 1e-9 * max(1.0, abs(float(high))):
+        raise PluginError("training: the ranks' weights differ after one step; the method's "
+                          "step_fn must run its networks through ctx.ddp(module) under torchrun")
 
 
 def _refresh_lr(sched: Any) -> None:
@@ -538,26 +571,38 @@ def fit_on_dataset(data_root: Path, out: Path, opts: TrainOptions,
                    build: Callable[[int, torch.device], TrainParts]) -> Path:
     """Train on the train split of ``data_root`` (random sampler); return ``out``.
 
+    Under ``torchrun`` this is data-parallel training over the job's ranks (see the module
+    docstring); ``opts.batch_size`` is the global batch and must split evenly over them.
+
     Args:
         data_root: SEN12MS-CR-TS root.
         out: checkpoint directory (created).
         opts: run options.
         build: ``(total_steps, device) -> TrainParts`` (see the module docstring).
+
+    Raises:
+        UsageError: bad options, or a global batch that does not split over the ranks.
     """
     check_fit_args(opts.steps, opts.batch_size, opts.crop, opts.workers)
     device = pick_device(opts.device)
-    seed_everything(opts.seed)
-    train = _dataset(Path(data_root), "train", opts, "random")
-    source = DatasetSource(train, opts.batch_size, opts.seed, opts.workers,
-                           pin_memory=device.type == "cuda")
-    total = opts.steps if opts.steps is not None else opts.epochs * source.steps_per_epoch
-    parts = build(total, device)
-    trainer = Trainer(out, total, device, validation_batches(Path(data_root), opts),
-                      val_every=opts.val_every, log_every=min(opts.log_every, total),
-                      progress=opts.progress)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = trainer.run(parts, source, resume=opts.resume)
-    if ctx.step == 0 or not (out / TRAINER_FILE).is_file():
-        trainer.save(parts, ctx)
+    with distributed.session(device) as dist:
+        check_global_batch(opts.batch_size, dist.world_size)
+        if dist.enabled:
+            device = distributed.device_for_rank(device)
+        seed_everything(opts.seed)
+        root = Path(data_root)
+        train, val = main_first(lambda: (_dataset(root, "train", opts, "random"),
+                                         validation_batches(root, opts)))
+        source = DatasetSource(train, opts.batch_size, opts.seed, opts.workers,
+                               pin_memory=device.type == "cuda", rank=dist.rank,
+                               world_size=dist.world_size)
+        total = opts.steps if opts.steps is not None else opts.epochs * source.steps_per_epoch
+        parts = build(total, device)
+        trainer = Trainer(out, total, device, val, val_every=opts.val_every,
+                          log_every=min(opts.log_every, total), progress=opts.progress)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        ctx = trainer.run(parts, source, resume=opts.resume)
+        if ctx.step == 0 or not (out / TRAINER_FILE).is_file():
+            trainer.save(parts, ctx)
     return out

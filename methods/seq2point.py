@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crbench import distributed
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
 from crbench.errors import CheckpointError, UsageError
@@ -41,6 +42,7 @@ from crbench.torchutil import (
     autocast,
     eval_mode,
     load_checkpoint,
+    pick_device,
     save_checkpoint,
 )
 from crbench.training import (
@@ -265,13 +267,13 @@ class Seq2Point(TrainableMethod):
             inputs = batch.inputs.to(ctx.device, non_blocking=True)
             target = to_network_range(batch.target.to(ctx.device, non_blocking=True))
             with ctx.autocast():
-                loss = F.l1_loss(net(network_input(inputs)).float(), target)
+                loss = F.l1_loss(ctx.ddp(net)(network_input(inputs)).float(), target)
             ctx.backward_step(loss, "model")
             return {"l1": float(loss.detach())}
 
         return TrainParts(model=net, config=self.config, step_fn=step_fn,
                           optimizers={"model": opt}, schedulers={"model": sched},
-                          predict_fn=self._forward01)
+                          predict_fn=self._forward01, unused_parameters=freeze > 0)
 
     def pretrain_parts(self, total_steps: int, device: torch.device) -> TrainParts:
         """Parts for mono-temporal branch pretraining (one random input date per sample)."""
@@ -282,11 +284,13 @@ class Seq2Point(TrainableMethod):
 
         def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
             x = network_input(batch.inputs.to(ctx.device))
-            pick = torch.randint(x.shape[1], (x.shape[0],), device=ctx.device)
+            # one date per sample, drawn for the whole global batch (same under DDP)
+            share = ctx.batch_share(x.shape[0])
+            pick = share.take(torch.randint(x.shape[1], (share.global_size,), device=ctx.device))
             x = x[torch.arange(x.shape[0], device=ctx.device), pick]
             target = to_network_range(batch.target.to(ctx.device))
             with ctx.autocast():
-                loss = F.l1_loss(mono(x).float(), target)
+                loss = F.l1_loss(ctx.ddp(mono)(x).float(), target)
             ctx.backward_step(loss, "mono")
             return {"l1_mono": float(loss.detach())}
 
@@ -304,8 +308,9 @@ class Seq2Point(TrainableMethod):
             epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
             workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
             val_every=c["val_every"] or None)
-        if c["pretrain_steps"] > 0:
-            pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],
-                                  "val_samples": 0})
-            fit_on_dataset(data_root, Path(out) / "pretrain", pre, self.pretrain_parts)
-        return fit_on_dataset(data_root, out, opts, self.training_parts)
+        with distributed.session(pick_device(device)):  # one process group for both stages
+            if c["pretrain_steps"] > 0:
+                pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],
+                                      "val_samples": 0})
+                fit_on_dataset(data_root, Path(out) / "pretrain", pre, self.pretrain_parts)
+            return fit_on_dataset(data_root, out, opts, self.training_parts)

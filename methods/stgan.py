@@ -369,15 +369,15 @@ class STGAN(TrainableMethod):
         x = self.network_input(batch.inputs.to(ctx.device, non_blocking=True))
         real = to_network_range(batch.target[:, self.band_idx].to(ctx.device).float())
         cond = x.flatten(1, 2)
-        with ctx.autocast():
-            fake = self.generator(x)
-            d_real = disc(torch.cat([cond, real], 1)).float()
-            d_fake = disc(torch.cat([cond, fake.detach()], 1)).float()
+        with ctx.autocast():  # through DDP under torchrun: gradients averaged over ranks
+            fake = ctx.ddp(self.generator)(x)
+            d_real = ctx.ddp(disc)(torch.cat([cond, real], 1)).float()
+            d_fake = ctx.ddp(disc)(torch.cat([cond, fake.detach()], 1)).float()
             loss_d = 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real))
                             + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
         ctx.backward_step(loss_d, "disc")
         disc.requires_grad_(False)
-        try:
+        try:  # the frozen discriminator needs no gradient sync: called unwrapped
             with ctx.autocast():
                 d_fake = disc(torch.cat([cond, fake], 1)).float()
                 loss_gan = F.mse_loss(d_fake, torch.ones_like(d_fake))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from crbench_methods.least_cloudy import least_cloudy
-from crbench_methods.mosaicing import mosaic
 
 from crbench.api import Inputs
 from crbench.registry import create_method
+from crbench_methods.least_cloudy import least_cloudy
+from crbench_methods.mosaicing import mosaic
 
 
 def _const_seq(values: list[float], size: int = 2) -> torch.Tensor:

@@ -17,6 +17,9 @@ def test_demo_refuses_foreign_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--out: .* holds no previous demo"):
         run_demo(tmp_path, quick=True, progress=False)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert main(["demo", "--quick", "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
 
 
 def test_demo_reuses_its_own_directory(tmp_path: Path) -> None:

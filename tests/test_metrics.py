@@ -313,6 +313,49 @@ def test_grad_inputs_and_a_callers_autocast_do_not_change_results() -> None:
         np.testing.assert_array_equal(under_autocast[k], base[k], err_msg=k)
 
 
+def test_torch_filter_matches_the_opencv_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OpenCV (and on GPUs) SSIM is filtered by torch convolutions: same values."""
+    import crbench.metrics_ssim as engine
+
+    if engine.cv2 is None:
+        pytest.skip("OpenCV not installed: only the torch filter exists")
+    rng = np.random.default_rng(14)
+    t = scene(rng, b=2, h=30, w=45)
+    p = perturb(rng, t, 0.05)
+    with_cv2 = ssim_map(p, t).numpy()
+    monkeypatch.setattr(engine, "cv2", None)
+    with_torch = ssim_map(p, t).numpy()
+    np.testing.assert_allclose(with_torch, with_cv2, atol=1e-5)  # float32 rounding
+    for c in range(13):
+        ref = ref_ssim_map(p[1, c].astype(np.float64), t[1, c].astype(np.float64))
+        np.testing.assert_allclose(with_torch[1, c], ref, atol=2e-5)
+
+
+def test_threaded_chunks_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several torch threads on CPU: chunks run in a worker pool; same numbers, and the
+    caller's thread setting is restored."""
+    import crbench.metrics as metrics
+
+    monkeypatch.setitem(metrics._CHUNK_ELEMS, "cpu", 13 * 20 * 20)  # one sample per chunk
+    rng = np.random.default_rng(15)
+    t = scene(rng, b=4, h=20, w=20)
+    p = perturb(rng, t, 0.05)
+    m = cloud_masks(rng, 4, 2, 20, 20)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = as_np(compute_metrics(p, t, m))
+        one_map = ssim_map(p, t)
+        torch.set_num_threads(2)
+        two = as_np(compute_metrics(p, t, m))
+        assert torch.equal(ssim_map(p, t), one_map)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for k in METRIC_NAMES:
+        np.testing.assert_array_equal(two[k], one[k], err_msg=k)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     rng = np.random.default_rng(9)

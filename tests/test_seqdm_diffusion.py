@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from crbench.errors import UsageError
 from crbench_methods.seqdm.diffusion import (
     BetaSchedule,
     GaussianDiffusion,
@@ -16,8 +18,6 @@ from crbench_methods.seqdm.diffusion import (
     space_timesteps,
 )
 from crbench_methods.seqdm.network import MmDMNet
-
-from crbench.errors import UsageError
 
 TINY_NET = {"image_size": 8, "base_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
             "attention_resolutions": [4], "num_heads": 2, "dropout": 0.0}

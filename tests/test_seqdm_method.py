@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from crbench_methods.seqdm import SeqDM, SeqDMNoTTS
-from crbench_methods.seqdm.train import TrainBatch, Trainer
 
 from crbench.api import Inputs
 from crbench.errors import CheckpointError, UsageError
+from crbench_methods.seqdm import SeqDM, SeqDMNoTTS
+from crbench_methods.seqdm.train import TrainBatch, Trainer
 
 
 def _inputs(b: int = 2, L: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> Inputs:
@@ -165,19 +165,21 @@ def test_crbench_train_cli(synth_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
     args = ["train", "seqdm", "--data", str(synth_root), "--L", "2", "--out", str(out),
             "--preset", "tiny", "--steps", "2", "--batch-size", "1", "--crop", "16",
-            "--no-progress", "--set", "temporal_training=false", "--set",
-            "fusion=fuse-then-noise", "--set", "shared_noise=true", "--set", "val_batches=0"]
+            "--no-progress", "--no-temporal-training", "--fusion", "fuse-then-noise",
+            "--set", "shared_noise=true", "--set", "val_batches=0"]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["fusion"] == "fuse-then-noise" and cfg["temporal_training"] is False
     assert cfg["shared_noise"] is True and cfg["train_L"] == 2
     assert [r["loss_seq"] for r in _history(out)] == ["", ""]  # Eq. 27 only
-    assert main([*args[:-2], "--set", "fusion=average"]) == 2
+    bad = [a for a in args[:-2] if a not in ("--fusion", "fuse-then-noise")]
+    assert main([*bad, "--set", "fusion=average"]) == 2
 
 
 def test_network_follows_adm() -> None:
-    from crbench_methods.seqdm.network import _block_types
     from diffusers.models.attention_processor import Attention
+
+    from crbench_methods.seqdm.network import _block_types
 
     down, up = _block_types(256, 6, [32, 16, 8])  # the full preset: attention at 32, 16, 8
     assert down == ("ResnetDownsampleBlock2D",) * 3 + ("AttnDownBlock2D",) * 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from crbench_methods.seqdm.diffusion import GaussianDiffusion
 from crbench_methods.seqdm.network import MmDMNet
 from crbench_methods.seqdm.seqtis import (

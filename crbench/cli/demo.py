@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("crbench-demo"), metavar="DIR",
                    help="output directory (default ./crbench-demo)")
     p.add_argument("--quick", action="store_true",
-                   help="smaller smoke test: 4 ROIs, 2 patches, L = 3 only, 2 training steps")
+                   help="smaller smoke test: 4 ROIs, 2 patches, L = 3 only, 2 training "
+                        "steps on 32 px crops")
     p.add_argument("--data", type=Path, default=None, metavar="ROOT",
                    help="use this existing dataset tree instead of synthesizing one")
     p.add_argument("--device", default=None, metavar="D",

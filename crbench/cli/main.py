@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CrbenchError, ValueError, FileNotFoundError) as exc:
         print(f"crbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `crbench report | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"crbench {args.command}: interrupted; results written so far are kept",
               file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", default="all", help="train on one region's train split")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
+    p.add_argument("--no-temporal-training", action="store_true",
+                   help="SeqDMs only: train only the cloud-free step (Eq. 27), the Table 4 "
+                        "ablation; same as --set temporal_training=false")
+    p.add_argument("--fusion", choices=("noise-then-fuse", "fuse-then-noise"), default=None,
+                   help="SeqDMs only: sequential fusion order (default: the paper's "
+                        "noise-then-fuse)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -75,6 +82,10 @@ def build_method(args: argparse.Namespace) -> Any:
         raise UsageError(f"METHOD: {args.method!r} has no weights to train; trainable methods "
                          "are those listed by `crbench methods` as trainable")
     overrides = parse_overrides(args.overrides)
+    if getattr(args, "no_temporal_training", False):
+        overrides["temporal_training"] = False
+    if getattr(args, "fusion", None):
+        overrides["fusion"] = args.fusion
     if args.resume and (args.out / CONFIG_FILE).is_file() and args.preset is None \
             and not overrides:
         config = read_config(args.out)
@@ -91,5 +102,6 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, resume=args.resume, seed=args.seed,
                       progress=not args.no_progress, workers=args.workers,
                       region=args.region, crop=args.crop)
-    print(f"crbench train: {args.method} checkpoint written to {path}", file=sys.stdout)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"crbench train: {args.method} checkpoint written to {path}", file=sys.stdout)
     return 0

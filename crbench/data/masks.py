@@ -24,7 +24,7 @@ import uuid
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -426,6 +426,38 @@ class MaskCache:
         paths = list(s2_paths)
         self._ensure(paths, workers, progress)
         return [self.mask(p) for p in paths]
+
+    def store(self, masks: Mapping[Path | str, np.ndarray]) -> int:
+        """Store externally computed masks (e.g. a generator's ground truth) as if computed.
+
+        This exists for masks computed outside this class: they are keyed like computed ones
+        (path relative to the root, current file size and mtime), so later lookups treat them
+        as fresh and run no s2cloudless on those images. The caller vouches that each mask
+        belongs to its image; only the shape is checked. One cache write per patch.
+
+        Args:
+            masks: S2 image path under the data root -> mask (H, W), nonzero = cloud.
+
+        Returns:
+            Number of masks stored.
+
+        Raises:
+            UsageError: a mask is not 2-D, or a path lies outside the data root.
+            DatasetNotFoundError: an image does not exist.
+        """
+        groups: dict[Path, dict[str, _Entry]] = {}
+        for s2_path, mask in masks.items():
+            arr = np.asarray(mask).astype(bool)
+            if arr.ndim != 2:
+                raise UsageError(f"masks: the mask of {s2_path} has shape {arr.shape}; "
+                                 "expected (H, W)")
+            _, rel, st = self._locate(Path(s2_path))
+            groups.setdefault(self._group_path(rel), {})[rel] = _Entry(
+                st.st_size, st.st_mtime_ns, float(arr.mean()), arr.shape,
+                np.packbits(arr.ravel()))
+        for gpath, updates in groups.items():
+            self._store(gpath, updates)
+        return sum(len(u) for u in groups.values())
 
     def _ensure(self, paths: list[Path], workers: int, progress: bool) -> None:
         stats = self._precompute(paths, workers, progress)

@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from crbench import distributed
 from crbench.api import Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
 from crbench.errors import CheckpointError, UsageError
@@ -201,7 +202,7 @@ class SeqDM(TrainableMethod):
         from .train import run_training
 
         out = Path(out)
-        self.to(pick_device(device))
+        self.to(distributed.device_for_rank(pick_device(device)))
         if resume:
             self._resume_weights(out)
         self.config["train_seed"] = int(seed)

@@ -10,7 +10,7 @@ sequence.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -33,9 +33,30 @@ class Fusion(enum.Enum):
     FUSE_THEN_NOISE = "fuse-then-noise"
 
 
+class GlobalDraws:
+    """Random draws for one rank's share of a global batch (data-parallel training).
+
+    Passed where a ``generator`` is expected, it draws every per-sample tensor for the whole
+    global batch of ``global_size`` samples from ``generator`` and keeps this rank's ``rows``,
+    so each sample gets the noise a single process training on the global batch would give it.
+    """
+
+    def __init__(self, generator: torch.Generator, rows: Sequence[int], global_size: int) -> None:
+        self.generator, self.global_size = generator, int(global_size)
+        self.rows = list(rows)
+
+    def randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Noise of ``shape`` (first dim: this rank's batch) on ``like``'s device and dtype."""
+        full = torch.randn((self.global_size, *shape[1:]), generator=self.generator,
+                           device=like.device, dtype=like.dtype)
+        return full[torch.as_tensor(self.rows, device=like.device)]
+
+
 def randn(shape: tuple[int, ...], like: torch.Tensor,
-          generator: torch.Generator | None = None) -> torch.Tensor:
+          generator: torch.Generator | GlobalDraws | None = None) -> torch.Tensor:
     """Standard-normal noise on ``like``'s device and dtype."""
+    if isinstance(generator, GlobalDraws):
+        return generator.randn(shape, like)
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 

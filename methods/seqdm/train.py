@@ -7,6 +7,20 @@ the first: the ablation of the paper's Table 4.
 
 Checkpoints: ``model.safetensors`` holds the EMA weights (used for sampling), ``trainer.pt`` the
 raw weights, optimiser, grad-scaler, EMA counter, random-generator state and iteration count.
+
+Data: shuffled batches from :class:`crbench.training.DatasetSource` (one permutation per epoch,
+seeded by (seed, epoch); a resumed run continues the interrupted epoch's order).
+
+Data-parallel training under ``torchrun`` (NCCL on CUDA, gloo on CPU): ``batch_size`` is the
+global batch; each rank loads its share (positions ``rank::world``) of the single-process
+batch, the raw network is wrapped in ``DistributedDataParallel`` (gradients averaged over
+ranks, which for these per-sample-mean losses is the global-batch mean's gradient), and the
+time steps and noise are drawn for the whole global batch from the same generator on every
+rank, each keeping its rows (:class:`.seqtis.GlobalDraws`). Gradients, weights and therefore
+the EMA are identical on all ranks, and the run follows single-process training with the same
+global batch. Rank 0 alone shows progress, validates (the PSNR is broadcast) and writes
+checkpoints and history.csv (with global-batch mean losses); the other ranks wait at a barrier.
+All ranks load the checkpoint on resume.
 """
 
 from __future__ import annotations
@@ -24,12 +38,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from crbench import distributed
 from crbench.api import Batch, Inputs, collate
 from crbench.errors import CheckpointError, DataError
 from crbench.torchutil import autocast, grad_scaler, load_trainer_state
+from crbench.training_data import (
+    DatasetSource,
+    Share,
+    check_global_batch,
+    main_first,
+    weighted_mean_over_ranks,
+)
 
 from .diffusion import GaussianDiffusion, Losses
-from .seqtis import Fusion, loss_clear, loss_sequence
+from .seqtis import Fusion, GlobalDraws, loss_clear, loss_sequence
 
 if TYPE_CHECKING:
     from . import SeqDM
@@ -70,13 +92,17 @@ def prepare_batch(batch: Batch, device: torch.device) -> TrainBatch:
 
 
 class Trainer:
-    """Optimises a raw copy of ``ema_net`` and keeps ``ema_net`` as its exponential average."""
+    """Optimises a raw copy of ``ema_net`` and keeps ``ema_net`` as its exponential average.
+
+    Call :meth:`distribute` (after loading any resume state) to train data-parallel.
+    """
 
     def __init__(self, ema_net: nn.Module, diff: GaussianDiffusion, cfg: dict[str, Any],
                  device: torch.device, seed: int = 0) -> None:
         self.cfg, self.diff, self.device = cfg, diff, device
         self.ema = ema_net.to(device).requires_grad_(False)
         self.model = copy.deepcopy(self.ema).requires_grad_(True).train()
+        self.net: nn.Module = self.model  # what forward passes go through (DDP wrapper)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg["lr"]),
                                      weight_decay=float(cfg["weight_decay"]))
         self.scaler = grad_scaler(device)
@@ -84,10 +110,19 @@ class Trainer:
         self.iteration = 0
         self.optimizer_steps = 0
 
-    def _update(self, losses: Losses) -> float:
+    def distribute(self) -> None:
+        """Wrap the raw network in DistributedDataParallel when in a process group."""
+        if distributed.info().enabled and self.net is self.model:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _update(self, losses: Losses, weight: float = 1.0) -> float:
         loss = losses.loss.mean()
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # weight != 1: uneven last global batch under DDP (see crbench.training_data.Share)
+        self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
         self.scaler.unscale_(self.opt)
         clip = float(self.cfg["grad_clip"])
         if clip > 0:
@@ -106,25 +141,30 @@ class Trainer:
         for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             e.copy_(b)
 
-    def iterate(self, b: TrainBatch) -> dict[str, float]:
-        """One iteration of Algorithm 2; returns the losses it took steps on."""
+    def iterate(self, b: TrainBatch, share: Share | None = None) -> dict[str, float]:
+        """One iteration of Algorithm 2; returns the losses it took steps on (global-batch
+        means when ``share`` is this rank's part of a global batch under DDP)."""
+        share = share if share is not None else Share.whole(b.x0.shape[0])
+        draws: torch.Generator | GlobalDraws = self.generator
+        if share.global_size != b.x0.shape[0]:
+            draws = GlobalDraws(self.generator, share.rows, share.global_size)
         rec: dict[str, float] = {}
-        t = self.diff.sample_t(b.x0.shape[0], self.device, self.generator)
+        t = share.take(self.diff.sample_t(share.global_size, self.device, self.generator))
         with autocast(self.device):
-            losses = loss_clear(self.diff, self.model, b.x0, b.a0, t, self.generator)
+            losses = loss_clear(self.diff, self.net, b.x0, b.a0, t, draws)
         rec["mse_clear"] = float(losses.mse.detach().mean())
         rec["vb_clear"] = float(losses.vb.detach().mean())
-        rec["loss_clear"] = self._update(losses)
+        rec["loss_clear"] = self._update(losses, share.weight)
         if self.cfg["temporal_training"]:
-            t = self.diff.sample_t(b.x0.shape[0], self.device, self.generator)
+            t = share.take(self.diff.sample_t(share.global_size, self.device, self.generator))
             with autocast(self.device):
                 losses = loss_sequence(
-                    self.diff, self.model, b.x0, b.s2, b.s1, b.clear, t,
+                    self.diff, self.net, b.x0, b.s2, b.s1, b.clear, t,
                     fusion=Fusion(self.cfg["fusion"]), shared_noise=bool(self.cfg["shared_noise"]),
-                    s=float(self.cfg["fusion_offset"]), generator=self.generator)
-            rec["loss_seq"] = self._update(losses)
+                    s=float(self.cfg["fusion_offset"]), generator=draws)
+            rec["loss_seq"] = self._update(losses, share.weight)
         self.iteration += 1
-        return rec
+        return weighted_mean_over_ranks(rec, share.weight)
 
     def state(self) -> dict[str, Any]:
         """Resumable state (loadable with ``torch.load(weights_only=True)``)."""
@@ -142,21 +182,23 @@ class Trainer:
         self.generator.set_state(state["generator"])
 
 
-def _loader(ds: torch.utils.data.Dataset, batch_size: int, shuffle: bool, workers: int,
-            seed: int, device: torch.device) -> torch.utils.data.DataLoader:
+def _loader(ds: torch.utils.data.Dataset, batch_size: int, workers: int,
+            device: torch.device) -> torch.utils.data.DataLoader:
+    """Validation batches in order (workers kept alive between validations)."""
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-        drop_last=False, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed))
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        drop_last=False, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
-def _forever(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[Batch]:
-    """Endless batches; the random sampler draws new dates and crops every epoch."""
+def _batches(source: DatasetSource, iteration: int) -> Iterator[tuple[Batch, Share]]:
+    """Endless (batch, share) pairs from ``iteration`` on; the random sampler draws new dates
+    and crops every epoch."""
+    spe = source.steps_per_epoch
+    epoch, start = divmod(iteration, spe)
     while True:
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        for k, batch in enumerate(source.epoch(epoch, start), start=start):
+            yield batch, source.share(k)
+        epoch, start = epoch + 1, 0
 
 
 def _datasets(data_root: Path, L: int, region: str, crop: int | None, seed: int
@@ -205,39 +247,76 @@ def _append_history(path: Path, rows: list[dict[str, Any]]) -> None:
 def run_training(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size: int,
                  device: torch.device, resume: bool, seed: int, progress: bool, workers: int,
                  region: str, crop: int | None) -> Path:
-    """Train ``method`` (its ``net`` ends up holding the EMA weights); see SeqDM.fit."""
-    cfg = method.config
-    torch.manual_seed(seed)
-    train_ds, val_ds = _datasets(Path(data_root), int(cfg["train_L"]), region, crop, seed)
-    trainer = Trainer(method.net, method.diffusion, cfg, device, seed)
+    """Train ``method`` (its ``net`` ends up holding the EMA weights); see SeqDM.fit.
+
+    Under torchrun: data-parallel over the job's ranks (module docstring); ``batch_size`` is
+    the global batch and must split evenly over them (UsageError otherwise).
+    """
+    with distributed.session(device) as dist:
+        check_global_batch(batch_size, dist.world_size)
+        if dist.enabled:
+            device = distributed.device_for_rank(device)
+            method.to(device)
+        return _train(method, Path(data_root), Path(out), steps=steps, batch_size=batch_size,
+                      device=device, resume=resume, seed=seed,
+                      progress=progress and dist.is_main, workers=workers, region=region,
+                      crop=crop)
+
+
+def _trainer(method: SeqDM, out: Path, device: torch.device, seed: int, resume: bool
+             ) -> Trainer:
+    trainer = Trainer(method.net, method.diffusion, method.config, device, seed)
     if resume:
         state = load_trainer_state(out)
         if state is None:
             raise CheckpointError(f"resume: {out} holds no trainer.pt to resume from; train "
                                   f"without --resume first")
         trainer.load_state(state)
-    val_loader = (None if val_ds is None
-                  else _loader(val_ds, batch_size, False, workers, seed, device))
-    batches = _forever(_loader(train_ds, batch_size, True, workers, seed + trainer.iteration,
-                               device), trainer.iteration)
+    trainer.distribute()
+    return trainer
+
+
+def _checkpoint(method: SeqDM, trainer: Trainer, out: Path, rows: list[dict[str, Any]]) -> None:
+    """Rank 0 writes the checkpoint and the new history rows; the others wait."""
+    if distributed.info().is_main:
+        method.save(out, trainer_state=trainer.state())
+        _append_history(out / "history.csv", rows)
+    distributed.barrier()
+
+
+def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size: int,
+           device: torch.device, resume: bool, seed: int, progress: bool, workers: int,
+           region: str, crop: int | None) -> Path:
+    cfg = method.config
+    torch.manual_seed(seed)
+    main = distributed.info().is_main
+    train_ds, val_ds = main_first(lambda: _datasets(data_root, int(cfg["train_L"]), region,
+                                                    crop, seed))
+    trainer = _trainer(method, out, device, seed, resume)
+    val_loader = None if val_ds is None or not main else _loader(val_ds, batch_size, workers,
+                                                                 device)
+    info = distributed.info()
+    source = DatasetSource(train_ds, batch_size, seed, workers, device.type == "cuda",
+                           rank=info.rank, world_size=info.world_size)
+    batches = _batches(source, trainer.iteration)
     every = max(1, int(cfg["ckpt_every"]))
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = tqdm(total=steps, initial=min(trainer.iteration, steps), desc="seqdm training",
                disable=not progress)
     while trainer.iteration < steps:
-        rec = trainer.iterate(prepare_batch(next(batches), device))
+        batch, share = next(batches)
+        rec = trainer.iterate(prepare_batch(batch, device), share)
         rec.update(iteration=trainer.iteration, seconds=round(time.perf_counter() - start, 3))
         rows.append(rec)
         bar.update(1)
         if trainer.iteration % every == 0 or trainer.iteration == steps:
-            rec["val_psnr"] = validate(method, val_loader, int(cfg["val_batches"]),
-                                       int(cfg["val_sample_steps"]))
-            method.save(out, trainer_state=trainer.state())
-            _append_history(out / "history.csv", rows)
+            psnr = (validate(method, val_loader, int(cfg["val_batches"]),
+                             int(cfg["val_sample_steps"])) if main else None)
+            rec["val_psnr"] = distributed.broadcast_object(psnr)
+            _checkpoint(method, trainer, out, rows)
             rows = []
     bar.close()
-    if rows or not (out / "model.safetensors").is_file():
-        method.save(out, trainer_state=trainer.state())
-        _append_history(out / "history.csv", rows)
+    if distributed.broadcast_object(bool(rows) or not (out / "model.safetensors").is_file()):
+        _checkpoint(method, trainer, out, rows)
     return out
