@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import enum
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=enum.Enum)
+
 
 class CrbenchError(Exception):
     """Base class of crbench's user-facing errors; the message is one clear line."""
@@ -29,3 +34,18 @@ class PluginError(CrbenchError):
 
 class RegressionError(CrbenchError):
     """`crbench check` found a metric regression (exit code 1)."""
+
+
+def parse_enum(cls: type[E], value: Any, name: str) -> E:
+    """``value`` as a member of enum ``cls`` (members pass through; strings match values).
+
+    Raises:
+        UsageError: naming the argument ``name``, the bad value and the allowed values.
+    """
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in cls)
+        raise UsageError(f"{name}: unknown value {value!r}; expected one of {allowed}") from None

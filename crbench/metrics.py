@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from .constants import N_S2_BANDS
-from .errors import UsageError
+from .errors import UsageError, parse_enum
 from .metrics_ssim import (
     SSIM_K1,
     SSIM_K2,
@@ -164,13 +164,8 @@ def _check_masks(masks: Any, b: int, h: int, w: int, device: torch.device) -> to
 
 
 def _as_convention(convention: MaskConvention | str) -> MaskConvention:
-    if isinstance(convention, MaskConvention):
-        return convention
-    try:
-        return MaskConvention(str(convention).lower())
-    except ValueError:
-        choices = ", ".join(c.value for c in MaskConvention)
-        raise UsageError(f"convention must be one of {choices}, got {convention!r}") from None
+    value = convention.lower() if isinstance(convention, str) else convention
+    return parse_enum(MaskConvention, value, "convention")
 
 
 # --------------------------------------------------------------------------- regions

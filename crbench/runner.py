@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import UsageError
+from .errors import UsageError, parse_enum
 from .runner_store import (
     MANIFEST_FORMAT,
     ROW_COLUMNS,
@@ -166,7 +166,7 @@ class RunConfig:
         _positive("--limit", self.limit, allow_none=True)
         _positive("--batch-size", self.batch_size)
         _positive("--workers", self.workers, minimum=0)
-        self.mask_convention = _parse_enum(MaskConvention, self.mask_convention,
+        self.mask_convention = parse_enum(MaskConvention, self.mask_convention,
                                            "--mask-convention")
         self.protocol = Protocol.parse(self.protocol)
         self.out = Path(self.out) if self.out is not None else default_out(self)
@@ -186,14 +186,6 @@ class RunConfig:
                 "save_predictions": self.save_predictions}
 
 
-def _parse_enum(cls: type[enum.Enum], value: Any, name: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in cls)
-        raise UsageError(f"{name}: unknown value {value!r}; expected one of {allowed}") from None
 
 
 def default_out(cfg: RunConfig, results: Path = DEFAULT_RESULTS) -> Path:

@@ -95,6 +95,15 @@ def load_checkpoint(path: Path, **expect: Any) -> tuple[dict[str, torch.Tensor],
     return load_file(str(weights)), config
 
 
+def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` into ``module``; a mismatch is a CheckpointError naming ``path``."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint: {path} does not fit the network its config.json "
+                              f"describes ({str(exc).splitlines()[0]})") from exc
+
+
 def load_trainer_state(path: Path) -> dict[str, Any] | None:
     """Optimizer/EMA/step state of a checkpoint, or None if it has none."""
     f = Path(path) / TRAINER_FILE

@@ -37,11 +37,12 @@ from torch import nn
 from crbench import distributed
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
-from crbench.errors import CheckpointError, UsageError
+from crbench.errors import UsageError
 from crbench.torchutil import (
     autocast,
     eval_mode,
     load_checkpoint,
+    load_weights,
     pick_device,
     save_checkpoint,
 )
@@ -245,11 +246,7 @@ class Seq2Point(TrainableMethod):
         """Load a checkpoint directory; ``expect`` (e.g. ``seq_len=4``) must match its config."""
         state, config = load_checkpoint(Path(path), method=cls.name, **expect)
         model = cls.from_config(config)
-        try:
-            model.net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint: {path} does not match its config.json "
-                                  f"({exc})") from exc
+        load_weights(model.net, state, Path(path))
         return model
 
     # -- training

@@ -46,12 +46,13 @@ from torch import nn
 
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS, RGBN_IDX, S2_BANDS
-from crbench.errors import CheckpointError, UsageError
+from crbench.errors import UsageError
 from crbench.torchutil import (
     autocast,
     check_config,
     eval_mode,
     load_checkpoint,
+    load_weights,
     read_config,
     save_checkpoint,
 )
@@ -334,11 +335,7 @@ class STGAN(TrainableMethod):
         check_config(read_config(Path(path)), Path(path), method=cls.name)
         state, config = load_checkpoint(Path(path), **expect)
         model = cls.from_config(config)
-        try:
-            model.generator.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint: {path} does not match its config.json "
-                                  f"({exc})") from exc
+        load_weights(model.generator, state, Path(path))
         return model
 
     # -- training

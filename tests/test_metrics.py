@@ -402,7 +402,8 @@ def test_bad_input_names_the_argument(index: int, bad: object, pattern: str) -> 
 
 
 def test_bad_convention_lists_choices() -> None:
-    with pytest.raises(UsageError, match=r"convention must be one of paper, toolbox"):
+    expected = r"^convention: unknown value 'cloudy'; expected one of paper, toolbox$"
+    with pytest.raises(UsageError, match=expected):
         compute_metrics(*good_args(), convention="cloudy")
     assert issubclass(UsageError, ValueError)
 

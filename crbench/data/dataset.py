@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..api import Inputs, Sample, SampleMeta
 from ..constants import REGIONS, S1_BANDS, S2_BANDS, SPLIT_NAMES, TARGET_CLEAR_MAX
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, parse_enum
 from .index import (
     PatchRecord,
     build_index,
@@ -118,7 +118,7 @@ class SEN12MSCRTS(Dataset):
         self.L = check_seq_len(L)
         self.min_cov, self.max_cov = check_cov_bounds(min_cov, max_cov)
         self.protocol = Protocol.parse(protocol)
-        self.sampler = _parse_sampler(sampler)
+        self.sampler = parse_enum(SamplerKind, sampler, "sampler")
         check_split_region(split, region)
         if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop < 1):
             raise UsageError(f"crop: bad value {crop!r}; expected a positive number of pixels "
@@ -256,16 +256,6 @@ class SEN12MSCRTS(Dataset):
         return (f"SEN12MSCRTS(root={str(self.root)!r}, split={self.split!r}, "
                 f"region={self.region!r}, sampler={self.sampler.value!r}, L={self.L}, "
                 f"samples={len(self)}, skipped={self.n_skipped})")
-
-
-def _parse_sampler(value: SamplerKind | str) -> SamplerKind:
-    if isinstance(value, SamplerKind):
-        return value
-    try:
-        return SamplerKind(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in SamplerKind)
-        raise UsageError(f"sampler: unknown value {value!r}; expected one of {allowed}") from None
 
 
 def _read(path: Path, mod: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import SEQ_LEN_MAX, SEQ_LEN_MIN, TARGET_CLEAR_MAX
-from ..errors import UsageError
+from ..errors import UsageError, parse_enum
 
 
 class Protocol(enum.Enum):
@@ -38,14 +38,7 @@ class Protocol(enum.Enum):
         Raises:
             UsageError: ``value`` names no protocol.
         """
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(p.value for p in cls)
-            raise UsageError(f"protocol: unknown value {value!r}; expected one of {allowed}") \
-                from None
+        return parse_enum(cls, value, "protocol")
 
 
 @dataclass

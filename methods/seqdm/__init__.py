@@ -59,7 +59,14 @@ from crbench import distributed
 from crbench.api import Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
 from crbench.errors import CheckpointError, UsageError
-from crbench.torchutil import autocast, check_config, load_checkpoint, pick_device, save_checkpoint
+from crbench.torchutil import (
+    autocast,
+    check_config,
+    load_checkpoint,
+    load_weights,
+    pick_device,
+    save_checkpoint,
+)
 
 from .diffusion import BetaSchedule, GaussianDiffusion
 from .network import NET_KEYS, MmDMNet
@@ -178,11 +185,7 @@ class SeqDM(TrainableMethod):
         if preset not in cls.presets:
             raise CheckpointError(f"checkpoint: {path} names unknown preset {preset!r}")
         method = cls(preset=preset, **{**options, **runtime})
-        try:
-            method.net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint: {path} does not fit the configured network "
-                                  f"({str(exc).splitlines()[0]})") from exc
+        load_weights(method.net, state, Path(path))
         return method
 
     @classmethod
