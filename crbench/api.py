@@ -112,16 +112,29 @@ class Method(ABC):
         needs: extra inputs used besides S2 (for documentation and data loading).
         trains: True if the method has weights and must be trained before ``predict``.
         bands: S2 bands the method itself predicts (all 13 unless documented otherwise).
+        runtime_options: options of ``crbench run`` the method accepts when it is created
+            (``create_method(..., sample_steps=N, samples=K)``): ``"sample_steps"``
+            (``--steps``) and ``"samples"`` (``--samples``, then :meth:`predict_samples`
+            draws K outputs per input). Empty for deterministic methods.
     """
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[Need]] = frozenset()
     trains: ClassVar[bool] = False
     bands: ClassVar[tuple[str, ...]] = S2_BANDS
+    runtime_options: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def predict(self, inputs: Inputs) -> torch.Tensor:
         """Return the cloud-free estimate, shape (B, 13, H, W), values in [0, 1]."""
+
+    def predict_samples(self, inputs: Inputs, k: int) -> torch.Tensor:
+        """Return ``k`` independent draws, shape (k, B, 13, H, W), values in [0, 1].
+
+        Stochastic methods that list ``"samples"`` in :attr:`runtime_options` override this;
+        the default is :meth:`predict` stacked once (one draw, whatever ``k``).
+        """
+        return self.predict(inputs).unsqueeze(0)
 
     def to(self, device: torch.device | str) -> Method:
         """Move weights to ``device`` (no-op for methods without weights)."""

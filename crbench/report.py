@@ -12,6 +12,8 @@ Tables (all means over samples, ignoring NaN, as in DESIGN.md):
 - Table 3: 10 % bins of the mean input coverage (``[0, 10)``, ..., ``[90, 100]``, the last
   bin's right edge inclusive) x L x method, with sample counts; empty bins are listed with n=0.
 - Table 4: each method next to its ablation variant (:data:`ABLATIONS`), when both are present.
+- Spread (when ``rows/*.spread.csv`` exist, i.e. ``crbench run --samples K``): per L and method,
+  the mean over samples of each metric's standard deviation over the K draws of an input.
 
 The best mean in each column is marked (bold in Markdown and LaTeX) within each L (and each
 coverage bin / ablation pair), using :data:`crbench.metrics.HIGHER_IS_BETTER`. With ``ci`` the
@@ -34,6 +36,7 @@ import pandas as pd
 
 from .errors import UsageError
 from .metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
+from .runner_store import read_spread
 
 ABLATIONS: dict[str, str] = {"seqdm": "seqdm_no_tts"}
 """Method -> its registered ablation variant, shown side by side in Table 4."""
@@ -330,6 +333,21 @@ def table4(rows: pd.DataFrame, ci: bool = False, n_boot: int = 1000,
                  ["L", "ablation"], stats, list(notes), ci)
 
 
+def spread_table(spread: pd.DataFrame) -> Table | None:
+    """Spread of stochastic methods (:func:`crbench.runner.read_spread` rows): per L, method
+    and K, the mean over samples of each metric's std over the K draws; None without rows."""
+    if spread.empty:
+        return None
+    frame = spread.rename(columns={f"{m}_std": m for m in METRIC_NAMES})
+    keys = ["L", "method", "samples"]
+    stats = _sorted(summarize(frame, keys), keys)
+    note = ("Each value is the mean over samples of the standard deviation (ddof 0) of the "
+            "metric over the K draws of one input (`crbench run --samples K`); the other "
+            "tables hold the means over the draws.")
+    return Table("spread", "Spread over K draws per input (mean std of each metric)", keys,
+                 keys, stats, [note])
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -521,8 +539,8 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
                  out: Path | None = None, figures: bool = False, n_boot: int = 1000,
                  results_root: Path = DEFAULT_RESULTS_ROOT, progress: bool = False
                  ) -> ReportResult:
-    """Build Tables 1, 2, 4 (and 3 with ``by_coverage``), write them to files and optionally
-    draw Figures 3 and 4.
+    """Build Tables 1, 2, 4 (and 3 with ``by_coverage``, and the spread table when the runs
+    drew several samples per input), write them to files and optionally draw Figures 3 and 4.
 
     Args:
         results: run directory (or several, or a folder of runs / shards); default the most
@@ -561,6 +579,9 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
     t4 = table4(rows, ci, n_boot, notes)
     if t4 is not None:
         tables.append(t4)
+    spread = spread_table(read_spread(dirs))
+    if spread is not None:
+        tables.append(spread)
     out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(dirs, out_dir, fmt, tables)

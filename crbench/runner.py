@@ -5,17 +5,23 @@ settings that change results, so rerunning the same command resumes the same run
 
     RUN/manifest.json
         format, crbench_version, config {data, split, region, mask_convention, protocol,
-        seed, checkpoints} (the settings a resumed run must share), versions {python, torch,
-        numpy, rasterio, pandas}, git (commit of crbench's source tree or null), host, started,
+        seed, checkpoints, and sample_steps / samples when given} (the settings a resumed run
+        must share), versions {python, torch, numpy, rasterio, pandas}, git (commit of
+        crbench's source tree or null), host, started,
         sessions [one entry per invocation: started, host, methods, L, shard, limit, ...],
         runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
-              n_evaluated, n_skipped, checkpoint, status, updated}},
+              n_evaluated, n_skipped, checkpoint, status, samples, spread, updated}},
         skipped {method: {L: non-matching samples skipped, summed over shards}}
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv
         header + one row per sample with exactly :data:`ROW_COLUMNS` (DESIGN.md): method, L,
         split, roi, patch, input_idx ("0;1;2"), target_idx, coverage (mean input coverage),
         nrmse_all, nrmse_cloudy, nrmse_clear, psnr, ssim, sam, seconds (method.predict wall
         time of the batch / batch size). Floats at full precision, NaN as "nan".
+    RUN/rows/<same stem>.spread.csv                                 (--samples K > 1)
+        for methods that accept ``samples`` (Method.runtime_options): the row's metrics are
+        the means over K draws (Method.predict_samples) and this sidecar holds, per sample,
+        method, L, roi, patch, samples and <metric>_std (std over the draws, ddof 0). Methods
+        without it run once (their manifest entry says samples 1).
     RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif     (--save-predictions)
         uint16 S2 DN (prediction x 10000), 13 bands named B01..B12, target's transform/CRS.
 
@@ -52,7 +58,9 @@ from .runner_store import (
     check_run_dir,
     read_manifest,
     read_rows,
+    read_spread,
     rows_path,
+    spread_path,
     update_manifest,
 )
 
@@ -61,7 +69,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ROW_COLUMNS", "MethodRun", "RunConfig", "RunStatus", "RunSummary", "default_out",
-           "parse_shard", "read_manifest", "read_rows", "run", "select_samples"]
+           "parse_shard", "read_manifest", "read_rows", "read_spread", "run", "runtime_options",
+           "select_samples"]
 
 DEFAULT_RESULTS = Path("results")
 
@@ -124,6 +133,11 @@ class RunConfig:
         save_predictions: write GeoTIFF predictions.
         seed: seed for stochastic methods (reseeded per batch from seed, method, L, sample).
         progress: show progress bars (stderr).
+        sample_steps: ``--steps``: respaced sampling steps, passed to methods that accept
+            ``sample_steps``; None -> each method's own setting (the checkpoint's).
+        samples: ``--samples``: K draws per input for methods that accept ``samples``; rows
+            hold the mean metric over the draws, ``rows/*.spread.csv`` the spread. Other
+            methods run once.
     """
 
     data: Path
@@ -143,6 +157,8 @@ class RunConfig:
     save_predictions: bool = False
     seed: int = 0
     progress: bool = True
+    sample_steps: int | None = None
+    samples: int = 1
 
     def __post_init__(self) -> None:
         from .data.index import check_split_region
@@ -166,24 +182,36 @@ class RunConfig:
         _positive("--limit", self.limit, allow_none=True)
         _positive("--batch-size", self.batch_size)
         _positive("--workers", self.workers, minimum=0)
+        _positive("--steps", self.sample_steps, allow_none=True)
+        _positive("--samples", self.samples)
         self.mask_convention = parse_enum(MaskConvention, self.mask_convention,
                                            "--mask-convention")
         self.protocol = Protocol.parse(self.protocol)
         self.out = Path(self.out) if self.out is not None else default_out(self)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that change result values; a resumed run dir must share them."""
-        return {"data": str(self.data), "split": self.split, "region": self.region,
-                "mask_convention": self.mask_convention.value, "protocol": self.protocol.value,
-                "seed": self.seed,
-                "checkpoints": str(self.checkpoints) if self.checkpoints else None}
+        """The settings that change result values; a resumed run dir must share them.
+        ``sample_steps`` / ``samples`` appear only when not default, so runs without them keep
+        their identity (and default run directory)."""
+        ident = {"data": str(self.data), "split": self.split, "region": self.region,
+                 "mask_convention": self.mask_convention.value,
+                 "protocol": self.protocol.value, "seed": self.seed,
+                 "checkpoints": str(self.checkpoints) if self.checkpoints else None}
+        ident.update(self.sampling())
+        return ident
+
+    def sampling(self) -> dict[str, int]:
+        """``--steps`` / ``--samples`` as given (only the non-default ones)."""
+        out = {"sample_steps": self.sample_steps} if self.sample_steps is not None else {}
+        return {**out, "samples": self.samples} if self.samples != 1 else out
 
     def session(self) -> dict[str, Any]:
         """The per-invocation settings (recorded, free to change between resumes)."""
         return {"methods": list(self.methods), "L": list(self.seq_lens),
                 "shard": f"{self.shard[0]}/{self.shard[1]}", "limit": self.limit,
                 "batch_size": self.batch_size, "workers": self.workers, "device": self.device,
-                "save_predictions": self.save_predictions}
+                "save_predictions": self.save_predictions,
+                "sample_steps": self.sample_steps, "samples": self.samples}
 
 
 
@@ -210,6 +238,8 @@ class MethodRun:
     n_skipped: int = 0  # non-matching samples skipped
     checkpoint: str | None = None
     status: str = RunStatus.RUNNING.value
+    samples: int = 1  # draws per input (1 for methods that do not accept --samples)
+    spread: str | None = None  # spread sidecar (relative to the run dir) when samples > 1
     seconds: float = 0.0  # wall time of this session for this method x L
 
 
@@ -442,10 +472,36 @@ def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., 
                        cache=cache, progress=cfg.progress, workers=max(cfg.workers, 1))
 
 
+def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
+    """The ``--steps`` / ``--samples`` values to pass to a method whose class accepts
+    ``accepted`` (:attr:`crbench.api.Method.runtime_options`); defaults are not passed.
+    A stochastic method that accepts ``sample_seed`` gets the run's ``--seed``."""
+    options = {**cfg.sampling(), "sample_seed": cfg.seed}
+    return {k: v for k, v in options.items() if k in accepted}
+
+
+def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.device) -> Any:
+    """The method with its runtime options; sets ``mr.samples`` / ``mr.spread``."""
+    from .registry import create_method, get_method_class
+
+    options = runtime_options(cfg, get_method_class(mr.method).runtime_options)
+    mr.samples = options.get("samples", 1)
+    if mr.samples > 1:
+        mr.spread = str(spread_path(cfg.out, mr.method, mr.L, cfg.shard).relative_to(cfg.out))
+    try:
+        return create_method(mr.method, checkpoint=ckpt, seq_len=mr.L, **options).to(device)
+    except UsageError as exc:
+        if not options:
+            raise
+        given = " ".join(f"--{'steps' if k == 'sample_steps' else k} {v}"
+                         for k, v in options.items())
+        raise UsageError(f"method {mr.method!r} with {given}: {exc}") from exc
+
+
 def _run_one(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame, cache: Any,
              device: torch.device, trainable: bool) -> None:
     """One method at one L, keeping the manifest's status up to date."""
-    from .registry import create_method, find_checkpoint
+    from .registry import find_checkpoint
     from .runner_eval import count_evaluated, evaluate
 
     start = time.perf_counter()
@@ -453,7 +509,7 @@ def _run_one(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame, cache: Any,
     mr.checkpoint = str(ckpt) if ckpt else None
     _record(cfg, mr)
     try:
-        method = create_method(mr.method, checkpoint=ckpt, seq_len=mr.L).to(device)
+        method = _create(cfg, mr, ckpt, device)
         evaluate(cfg, mr, method, selected, cache, device)
     except KeyboardInterrupt:
         mr.status = RunStatus.INTERRUPTED.value

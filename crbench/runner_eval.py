@@ -3,10 +3,17 @@
 Per batch: inputs go to the device, ``method.predict`` sees only them (never the target),
 metrics are computed on the device, optional GeoTIFF predictions are written, then the rows
 are appended and fsync'ed. Nothing but the current batch is held in memory.
+
+With ``--samples K`` (``mr.samples > 1``) ``method.predict_samples(inputs, K)`` gives K draws:
+each is scored, the row holds the mean of each metric over the draws (the saved prediction is
+the mean image) and the spread sidecar the std over the draws (ddof 0). The spread line is
+written before the row, so a sample killed in between is recomputed on resume and its spread
+line repeated; :func:`crbench.runner_store.read_spread` keeps the last one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -15,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from .constants import S2_BANDS, S2_MAX
 from .errors import PluginError
-from .runner_store import RowsWriter, done_keys, prediction_path, rows_path
+from .runner_store import (
+    SPREAD_COLUMNS,
+    RowsWriter,
+    done_keys,
+    prediction_path,
+    rows_path,
+    spread_path,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,13 +69,17 @@ def save_prediction(path: Path, pred: np.ndarray, target_path: str | Path) -> Pa
     return path
 
 
-def _check_prediction(pred: Any, target: torch.Tensor, name: str) -> None:
+def _check_prediction(pred: Any, target: torch.Tensor, name: str, k: int = 0) -> None:
+    """``k`` = 0: ``predict``'s (B, 13, H, W); else ``predict_samples``' (k, B, 13, H, W)."""
     import torch
 
-    if not isinstance(pred, torch.Tensor) or tuple(pred.shape) != tuple(target.shape):
+    want = (k, *target.shape) if k else tuple(target.shape)
+    if not isinstance(pred, torch.Tensor) or tuple(pred.shape) != want:
         got = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
-        raise PluginError(f"method {name!r}: predict returned {got} for a batch whose target is "
-                          f"{tuple(target.shape)}; expected a tensor (B, 13, H, W)")
+        call, form = ("predict_samples", "(K, B, 13, H, W)") if k else ("predict",
+                                                                         "(B, 13, H, W)")
+        raise PluginError(f"method {name!r}: {call} returned {got} for a batch whose target is "
+                          f"{tuple(target.shape)}; expected a tensor {form} = {want}")
 
 
 def count_evaluated(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame) -> int:
@@ -99,10 +117,16 @@ def evaluate(cfg: RunConfig, mr: MethodRun, method: Method, selected: pd.DataFra
     loader = _loader(cfg, mr.L, todo, cache, device)
     bar = tqdm(total=len(selected), initial=mr.n_evaluated, desc=f"{mr.method} L={mr.L}",
                unit="sample", disable=not cfg.progress, dynamic_ncols=True, leave=True)
+    spread_file = spread_path(cfg.out, mr.method, mr.L, cfg.shard)
     try:
-        with RowsWriter(rows_path(cfg.out, mr.method, mr.L, cfg.shard)) as writer:
+        with RowsWriter(rows_path(cfg.out, mr.method, mr.L, cfg.shard)) as writer, \
+                contextlib.ExitStack() as stack:
+            spread = (stack.enter_context(RowsWriter(spread_file, SPREAD_COLUMNS))
+                      if mr.samples > 1 else None)
             for batch in loader:
-                rows = _evaluate_batch(cfg, mr, method, batch, device, done)
+                rows, spread_rows = _evaluate_batch(cfg, mr, method, batch, device, done)
+                if spread is not None:
+                    spread.append(spread_rows)
                 writer.append(rows)
                 mr.n_evaluated += len(rows)
                 mr.n_new += len(rows)
@@ -127,43 +151,74 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
                       persistent_workers=cfg.workers > 0)
 
 
-def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
-                    device: torch.device, done: set[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Predict, score and (optionally) save one batch; the rows of samples not done yet."""
+def _predict(mr: MethodRun, method: Method, inputs: Any, target: torch.Tensor,
+             device: torch.device) -> tuple[torch.Tensor, float]:
+    """(K, B, 13, H, W) float32 draws on ``device`` (K = 1 without --samples) and the
+    prediction wall time per sample."""
+    import torch
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        if mr.samples > 1:
+            draws = method.predict_samples(inputs, mr.samples)
+        else:
+            draws = method.predict(inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / target.shape[0]
+    _check_prediction(draws, target, mr.method, mr.samples if mr.samples > 1 else 0)
+    draws = draws if mr.samples > 1 else draws.unsqueeze(0)
+    return draws.to(device=device, dtype=torch.float32), seconds
+
+
+def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: torch.Tensor
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-sample mean and std (ddof 0) of each metric over the draws."""
     import torch
 
     from .metrics import compute_metrics
 
+    with torch.no_grad():
+        per_draw = [compute_metrics(d, target, masks, cfg.mask_convention) for d in draws]
+    stacked = {k: torch.stack([s[k].detach().double() for s in per_draw])
+               for k in per_draw[0]}
+    means = {k: v.mean(0).cpu().tolist() for k, v in stacked.items()}
+    stds = {k: v.std(0, unbiased=False).cpu().tolist() for k, v in stacked.items()}
+    return means, stds
+
+
+def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
+                    device: torch.device, done: set[tuple[str, int]]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Predict, score and (optionally) save one batch; the rows and spread rows of samples not
+    done yet (spread rows only with ``mr.samples > 1``)."""
+    import torch
+
     inputs = batch.inputs.to(device, non_blocking=True)
     first = batch.meta[0]
     torch.manual_seed(batch_seed(cfg.seed, mr.method, mr.L, first.roi, first.patch))
-    start = time.perf_counter()
-    with torch.no_grad():
-        pred = method.predict(inputs)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    per_sample = (time.perf_counter() - start) / len(batch.meta)
     target = batch.target.to(device, non_blocking=True)
-    _check_prediction(pred, target, mr.method)
-    pred = pred.to(device=device, dtype=torch.float32)
-    with torch.no_grad():
-        scores = compute_metrics(pred, target, inputs.masks, cfg.mask_convention)
-    values = {k: v.detach().double().cpu().tolist() for k, v in scores.items()}
+    draws, per_sample = _predict(mr, method, inputs, target, device)
+    values, stds = _scores(cfg, draws, target, inputs.masks)
+    pred = draws.mean(0)
     if cfg.save_predictions:
         pred_np = pred.detach().cpu().numpy()
         for i, meta in enumerate(batch.meta):
             save_prediction(prediction_path(cfg.out, mr.method, mr.L, meta.roi, meta.patch),
                             pred_np[i], meta.target_path)
-    rows = []
+    rows, spread = [], []
     for i, meta in enumerate(batch.meta):
         if (meta.roi, int(meta.patch)) in done:
             continue  # row kept from before; only its prediction file was missing
         cov = meta.coverage_inputs
-        rows.append({"method": mr.method, "L": mr.L, "split": cfg.split, "roi": meta.roi,
-                     "patch": int(meta.patch),
+        key = {"method": mr.method, "L": mr.L, "roi": meta.roi, "patch": int(meta.patch)}
+        rows.append({**key, "split": cfg.split,
                      "input_idx": ";".join(str(int(t)) for t in meta.input_idx),
                      "target_idx": int(meta.target_idx),
                      "coverage": float(sum(cov) / len(cov)) if cov else float("nan"),
                      **{k: float(v[i]) for k, v in values.items()},
                      "seconds": float(per_sample)})
-    return rows
+        if mr.samples > 1:
+            spread.append({**key, "samples": mr.samples,
+                           **{f"{k}_std": float(v[i]) for k, v in stds.items()}})
+    return rows, spread

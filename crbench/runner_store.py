@@ -4,6 +4,8 @@ Layout of a run directory (see :mod:`crbench.runner` for the whole picture)::
 
     RUN/manifest.json                               config, versions, per method x L status
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv      one row per sample, DESIGN.md columns
+    RUN/rows/<same stem>.spread.csv                 with --samples K > 1: per-sample std of
+                                                    each metric over the K draws
     RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif   with --save-predictions
 
 Rows files start with a header line of exactly :data:`ROW_COLUMNS`; every row ends with a
@@ -38,11 +40,17 @@ ROW_COLUMNS: tuple[str, ...] = (
 INT_COLUMNS = ("L", "patch", "target_idx")
 STR_COLUMNS = ("method", "split", "roi", "input_idx")
 FLOAT_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in INT_COLUMNS + STR_COLUMNS)
+METRIC_COLUMNS = tuple(c for c in FLOAT_COLUMNS if c not in ("coverage", "seconds"))
+"""The metric columns (crbench.metrics.METRIC_NAMES, without importing torch here)."""
+SPREAD_COLUMNS: tuple[str, ...] = (
+    "method", "L", "roi", "patch", "samples", *(f"{m}_std" for m in METRIC_COLUMNS))
+"""Columns of a spread sidecar file: the standard deviation (ddof 0) of each metric over the
+``samples`` draws of one input (``crbench run --samples K``)."""
+SPREAD_SUFFIX = ".spread.csv"
 MANIFEST = "manifest.json"
 ROWS_DIR = "rows"
 PREDICTIONS_DIR = "predictions"
 MANIFEST_FORMAT = 1
-_HEADER = ",".join(ROW_COLUMNS) + "\n"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -54,6 +62,16 @@ def rows_stem(method: str, seq_len: int, shard: tuple[int, int]) -> str:
 def rows_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
     """``RUN/rows/<method>__L<L>__shard<k>of<n>.csv``."""
     return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}.csv"
+
+
+def spread_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
+    """``RUN/rows/<method>__L<L>__shard<k>of<n>.spread.csv`` (sidecar of the rows file)."""
+    return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}{SPREAD_SUFFIX}"
+
+
+def is_spread_file(path: Path) -> bool:
+    """True for a spread sidecar (which rows readers skip)."""
+    return Path(path).name.endswith(SPREAD_SUFFIX)
 
 
 def prediction_path(run_dir: Path, method: str, seq_len: int, roi: str, patch: int) -> Path:
@@ -75,28 +93,34 @@ def _complete_text(path: Path) -> str:
     return text[:text.rfind("\n") + 1]
 
 
-def _check_header(path: Path, text: str) -> None:
-    if text and not text.startswith(_HEADER):
+def _header(columns: Sequence[str]) -> str:
+    return ",".join(columns) + "\n"
+
+
+def _check_header(path: Path, text: str, columns: Sequence[str] = ROW_COLUMNS) -> None:
+    if text and not text.startswith(_header(columns)):
         first = text.splitlines()[0] if text else ""
         raise UsageError(f"rows file {str(path)!r} has header {first!r}; expected "
-                         f"{','.join(ROW_COLUMNS)} (a file of another tool or version; move it)")
+                         f"{','.join(columns)} (a file of another tool or version; move it)")
 
 
-def read_row_dicts(path: Path) -> list[dict[str, str]]:
-    """Complete rows of one rows file as string dicts (a partial last line is ignored).
+def read_row_dicts(path: Path, columns: Sequence[str] = ROW_COLUMNS) -> list[dict[str, str]]:
+    """Complete rows of one rows (or spread) file as string dicts (a partial last line is
+    ignored).
 
     Raises:
-        UsageError: the header is not :data:`ROW_COLUMNS`.
+        UsageError: the header is not ``columns`` (default :data:`ROW_COLUMNS`).
         DataError: a complete line has the wrong number of fields.
     """
     text = _complete_text(path)
-    _check_header(path, text)
+    _check_header(path, text, columns)
     out = []
-    for lineno, fields in enumerate(csv.reader(io.StringIO(text[len(_HEADER):])), start=2):
-        if len(fields) != len(ROW_COLUMNS):
+    body = io.StringIO(text[len(_header(columns)):])
+    for lineno, fields in enumerate(csv.reader(body), start=2):
+        if len(fields) != len(columns):
             raise DataError(f"rows file {str(path)!r} line {lineno}: {len(fields)} fields, "
-                            f"expected {len(ROW_COLUMNS)}")
-        out.append(dict(zip(ROW_COLUMNS, fields, strict=True)))
+                            f"expected {len(columns)}")
+        out.append(dict(zip(columns, fields, strict=True)))
     return out
 
 
@@ -105,19 +129,23 @@ def done_keys(run_dir: Path, method: str, seq_len: int) -> set[tuple[str, int]]:
     pattern = f"{rows_stem(method, seq_len, (0, 0)).rsplit('__', 1)[0]}__shard*of*.csv"
     keys: set[tuple[str, int]] = set()
     for f in sorted((Path(run_dir) / ROWS_DIR).glob(pattern)):
-        keys.update((r["roi"], int(r["patch"])) for r in read_row_dicts(f))
+        if not is_spread_file(f):
+            keys.update((r["roi"], int(r["patch"])) for r in read_row_dicts(f))
     return keys
 
 
 class RowsWriter:
-    """Appends rows to one rows file; every :meth:`append` is flushed and fsync'ed.
+    """Appends rows to one rows (or spread) file; every :meth:`append` is flushed and fsync'ed.
 
     Opening repairs what a killed process may have left: a partial last line is cut off, a
-    missing or partial header is (re)written.
+    missing or partial header is (re)written. ``columns``: :data:`ROW_COLUMNS` (default) or
+    :data:`SPREAD_COLUMNS`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str] = ROW_COLUMNS) -> None:
         self.path = Path(path)
+        self.columns = tuple(columns)
+        self._head = _header(self.columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
         self._fh = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
@@ -125,15 +153,15 @@ class RowsWriter:
 
     def _repair(self) -> None:
         if not self.path.exists():
-            self._write_atomic(_HEADER)
+            self._write_atomic(self._head)
             return
         raw = self.path.read_bytes()
         keep = raw[:raw.rfind(b"\n") + 1]
         text = keep.decode("utf-8")
-        if len(text) < len(_HEADER) and _HEADER.startswith(raw.decode("utf-8", "replace")):
-            self._write_atomic(_HEADER)  # killed while writing the header
+        if len(text) < len(self._head) and self._head.startswith(raw.decode("utf-8", "replace")):
+            self._write_atomic(self._head)  # killed while writing the header
             return
-        _check_header(self.path, text)
+        _check_header(self.path, text, self.columns)
         if len(keep) != len(raw):
             with open(self.path, "r+b") as fh:
                 fh.truncate(len(keep))
@@ -149,9 +177,9 @@ class RowsWriter:
         tmp.replace(self.path)
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write ``rows`` (dicts with :data:`ROW_COLUMNS`) and make them durable."""
+        """Write ``rows`` (dicts with the writer's columns) and make them durable."""
         for row in rows:
-            self._csv.writerow([format_value(row[c]) for c in ROW_COLUMNS])
+            self._csv.writerow([format_value(row[c]) for c in self.columns])
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -166,8 +194,10 @@ class RowsWriter:
         self.close()
 
 
-def _row_files(path: Path) -> list[Path]:
-    return sorted(p for p in Path(path).rglob("*.csv") if p.parent.name == ROWS_DIR)
+def _row_files(path: Path, spread: bool = False) -> list[Path]:
+    """Rows files below ``path`` (``spread``: their spread sidecars instead)."""
+    return sorted(p for p in Path(path).rglob("*.csv")
+                  if p.parent.name == ROWS_DIR and is_spread_file(p) == spread)
 
 
 def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
@@ -199,6 +229,37 @@ def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
                         f"({exc}); expected the columns {', '.join(ROW_COLUMNS)}") from exc
     value_cols = [c for c in ROW_COLUMNS if c != "seconds"]
     return frame.drop_duplicates(subset=value_cols).reset_index(drop=True)
+
+
+def read_spread(results: Path | Sequence[Path]) -> pd.DataFrame:
+    """Spread sidecars (``rows/*.spread.csv``) of one or several run directories.
+
+    A sample written twice (a run killed between its spread line and its row, then resumed)
+    keeps its last line.
+
+    Returns:
+        DataFrame with exactly :data:`SPREAD_COLUMNS` (empty when there are no spread files).
+
+    Raises:
+        UsageError: a spread file has a foreign header.
+        DataError: a malformed line or a value that is not a number.
+    """
+    import pandas as pd
+
+    dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    records = [r for d in dirs for f in _row_files(d, spread=True)
+               for r in read_row_dicts(f, SPREAD_COLUMNS)]
+    frame = pd.DataFrame(records, columns=list(SPREAD_COLUMNS))
+    stds = [c for c in SPREAD_COLUMNS if c.endswith("_std")]
+    try:
+        frame = frame.astype({"method": str, "L": "int64", "roi": str, "patch": "int64",
+                              "samples": "int64", **dict.fromkeys(stds, "float64")})
+    except ValueError as exc:
+        raise DataError(f"spread files under {', '.join(map(str, dirs))}: a value is not a "
+                        f"number ({exc}); expected the columns {', '.join(SPREAD_COLUMNS)}") \
+            from exc
+    key = ["method", "L", "roi", "patch"]
+    return frame.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -271,8 +332,9 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
                              "empty directory")
         return
     stored = manifest.get("config", {})
-    diff = [f"{k}={stored.get(k)!r} (now {v!r})" for k, v in identity.items()
-            if stored.get(k) != v]
+    keys = [*identity, *(k for k in stored if k not in identity)]  # options only when set
+    diff = [f"{k}={stored.get(k)!r} (now {identity.get(k)!r})" for k in keys
+            if stored.get(k) != identity.get(k)]
     if diff:
         raise UsageError(f"--out: {str(run_dir)!r} holds a run made with other settings: "
                          f"{'; '.join(diff)}. Resume it with the same settings or pass another "

@@ -76,6 +76,20 @@ def test_saved_model_predicts_identically_with_the_same_seed(tmp_path: Path) -> 
         SeqDMNoTTS.load(tmp_path)
 
 
+def test_a_sample_gets_the_same_noise_in_any_batch() -> None:
+    """Results must not depend on batch size, shard or rank: each sample has its own noise."""
+    m = _model()
+    pair = _inputs(b=2, seed=5)
+    both = m.predict(pair)
+    for i in range(2):
+        alone = Inputs(**{f: getattr(pair, f)[i:i + 1] for f in
+                          ("s2", "s1", "masks", "coverage", "days")})
+        assert torch.allclose(m.predict(alone)[0], both[i], atol=1e-4)  # float order only
+    swapped = Inputs(**{f: getattr(pair, f).flip(0) for f in
+                        ("s2", "s1", "masks", "coverage", "days")})
+    assert torch.allclose(m.predict(swapped).flip(0), both, atol=1e-4)
+
+
 def test_k_samples_give_mean_and_spread() -> None:
     m = _model(samples=3)
     inputs = _inputs(b=1)

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-predictions", action="store_true",
                    help="write predictions as GeoTIFF under <out>/predictions/")
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods")
+    p.add_argument("--steps", type=int, default=None, metavar="N", dest="sample_steps",
+                   help="respaced sampling steps of diffusion methods (default: the "
+                        "checkpoint's, 1000 as in the paper for the full preset)")
+    p.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="draws per input for stochastic methods: rows hold the mean metric "
+                        "over the K draws, rows/*.spread.csv their std; deterministic methods "
+                        "run once (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -63,6 +70,14 @@ def _summary_table(run_dir: Path, methods: list[str], seq_lens: list[int]) -> st
     return agg.loc[order].to_string(float_format=lambda v: f"{v:.4f}")
 
 
+def _samples_note(asked: int, used: int) -> str:
+    if used > 1:
+        return f" (mean of {used} draws per input; spread in *.spread.csv)"
+    if asked > 1:
+        return f" (deterministic: ran once, --samples {asked} does not apply)"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     from ..runner import RunConfig
     from ..runner import run as run_all
@@ -72,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
                     shard=args.shard, limit=args.limit, mask_convention=args.mask_convention,
                     protocol=args.protocol, batch_size=args.batch_size, workers=args.workers,
                     device=args.device, save_predictions=args.save_predictions,
-                    seed=args.seed, progress=not args.no_progress)
+                    seed=args.seed, progress=not args.no_progress,
+                    sample_steps=args.sample_steps, samples=args.samples)
     summary = run_all(cfg, on_start=lambda out: print(
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))
     for mr in summary.runs:
         print(f"{mr.method} L={mr.L} shard {mr.shard}: {mr.n_evaluated}/{mr.n_selected} "
               f"samples ({mr.n_new} new), {mr.n_skipped} non-matching skipped -> "
-              f"{cfg.out / mr.rows}")
+              f"{cfg.out / mr.rows}{_samples_note(cfg.samples, mr.samples)}")
     print()
     print(_summary_table(cfg.out, list(cfg.methods), list(cfg.seq_lens)))
     print(f"\nrun directory: {cfg.out}  (tables: crbench report --results {cfg.out})")

@@ -49,6 +49,7 @@ once) and ``progress`` (tqdm over diffusion steps).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,7 +71,7 @@ from crbench.torchutil import (
 
 from .diffusion import BetaSchedule, GaussianDiffusion
 from .network import NET_KEYS, MmDMNet
-from .seqtis import Fusion
+from .seqtis import Fusion, RowDraws
 from .seqtis import sample as seqtis_sample
 
 __all__ = ["PRESETS", "SeqDM", "SeqDMNoTTS"]
@@ -120,12 +121,24 @@ def _check_config(cfg: dict[str, Any]) -> None:
             raise UsageError(f"{key}: got {cfg[key]!r}, expected true or false")
 
 
+def _row_seeds(s2: torch.Tensor, k: int, seed: int) -> list[int]:
+    """Seeds of the k x B sampling rows (draw-major, as ``repeat`` orders them): from the
+    sampling seed, the draw index and a digest of the sample's own input pixels, so a sample
+    gets the same noise whatever batch, shard or rank it is evaluated in."""
+    digests = [hashlib.sha256(x.detach().float().cpu().numpy().tobytes()).digest()[:8]
+               for x in s2]
+    return [int.from_bytes(hashlib.sha256(f"{seed}|{j}|".encode() + d).digest()[:8],
+                           "little") >> 1 for j in range(k) for d in digests]
+
+
 class SeqDM(TrainableMethod):
     """SeqDMs (MmDM + SeqTIS). Not tied to L: one checkpoint serves every sequence length;
     ``seq_len`` given to the constructor is the L used for training (config ``train_L``)."""
 
     name: ClassVar[str] = "seqdm"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.S1, Need.MASKS})
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"sample_steps", "samples",
+                                                           "sample_seed"})
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -251,7 +264,7 @@ class SeqDM(TrainableMethod):
             raise UsageError(f"samples: got {k!r}, expected an integer >= 1")
         diff = self._spaced_diffusion(steps)
         s2, s1, clear, crop = self._network_inputs(inputs)
-        gen = torch.Generator(self.device).manual_seed(seed)
+        row_seeds = _row_seeds(inputs.s2, k, seed)
         self.last_seed = seed
         b = s2.shape[0]
         reps = [x.repeat(k, *([1] * (x.ndim - 1))) for x in (s2, s1, clear)]
@@ -261,7 +274,8 @@ class SeqDM(TrainableMethod):
         for i in range(0, k * b, chunk):
             x = seqtis_sample(diff, self._net_fn, *(r[i:i + chunk] for r in reps),
                               fusion=Fusion(cfg["fusion"]), shared_noise=cfg["shared_noise"],
-                              s=float(cfg["fusion_offset"]), generator=gen,
+                              s=float(cfg["fusion_offset"]),
+                              generator=RowDraws(row_seeds[i:i + chunk], self.device),
                               progress=bool(cfg["progress"] if progress is None else progress))
             outs.append(x)
         x = torch.cat(outs)[..., :crop[0], :crop[1]]
@@ -274,6 +288,11 @@ class SeqDM(TrainableMethod):
         draws = self.sample(inputs)
         self.last_std = draws.std(dim=0, unbiased=False)
         return draws.mean(dim=0)
+
+    def predict_samples(self, inputs: Inputs, k: int) -> torch.Tensor:
+        """``k`` draws of Algorithm 1 per input, (k, B, 13, H, W) in [0, 1] (``crbench run
+        --samples K`` scores each draw); same seed and steps as :meth:`predict`."""
+        return self.sample(inputs, samples=k)
 
     def _check_inputs(self, inputs: Inputs) -> None:
         s2, s1, masks = inputs.s2, inputs.s1, inputs.masks

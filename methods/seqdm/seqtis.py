@@ -52,10 +52,25 @@ class GlobalDraws:
         return full[torch.as_tensor(self.rows, device=like.device)]
 
 
+class RowDraws:
+    """One random stream per batch row (sampling): a row's noise depends only on its own seed,
+    never on which other samples share its batch, so results do not change with the batch
+    size, the shard or the rank a sample is evaluated on."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
+        self.generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+    def randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Noise of ``shape`` (first dim: the rows) on ``like``'s device and dtype."""
+        rows = [torch.randn(tuple(shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+                for g in self.generators[:shape[0]]]
+        return torch.stack(rows)
+
+
 def randn(shape: tuple[int, ...], like: torch.Tensor,
-          generator: torch.Generator | GlobalDraws | None = None) -> torch.Tensor:
+          generator: torch.Generator | GlobalDraws | RowDraws | None = None) -> torch.Tensor:
     """Standard-normal noise on ``like``'s device and dtype."""
-    if isinstance(generator, GlobalDraws):
+    if isinstance(generator, (GlobalDraws, RowDraws)):
         return generator.randn(shape, like)
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
