@@ -19,3 +19,13 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sen12mscrts")
     synthesize(root, rois=4, patches=2, size=64, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def train_batch(synth_root: Path):  # -> crbench.api.Batch
+    """One real sample of the synthetic train split (random sampler, 32 px crop, seed 0)."""
+    from crbench.api import collate
+    from crbench.data.dataset import SEN12MSCRTS
+
+    ds = SEN12MSCRTS(synth_root, split="train", L=3, sampler="random", seed=0, crop=32)
+    return collate([ds[0]])

@@ -6,31 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import random_inputs
 
-from crbench.api import Batch, Inputs, collate
+from crbench.api import Batch
 from crbench.constants import RGBN_IDX
 from crbench.errors import CheckpointError, UsageError
 from crbench.training import RepeatSource, Trainer
 from crbench_methods.mosaicing import mosaic
 from crbench_methods.seq2point import Seq2Point
 from crbench_methods.stgan import STGAN, patch_discriminator
-
-
-def random_inputs(b: int = 2, L: int = 3, h: int = 24, w: int = 20, seed: int = 0) -> Inputs:
-    g = torch.Generator().manual_seed(seed)
-    return Inputs(s2=torch.rand(b, L, 13, h, w, generator=g),
-                  s1=torch.rand(b, L, 2, h, w, generator=g),
-                  masks=(torch.rand(b, L, h, w, generator=g) > 0.5).float(),
-                  coverage=torch.rand(b, L, generator=g),
-                  days=torch.arange(L).repeat(b, 1))
-
-
-@pytest.fixture(scope="module")
-def train_batch(synth_root: Path) -> Batch:
-    from crbench.data.dataset import SEN12MSCRTS
-
-    ds = SEN12MSCRTS(synth_root, split="train", L=3, sampler="random", seed=0, crop=32)
-    return collate([ds[0]])
 
 
 @pytest.mark.parametrize("generator", ["resnet", "unet"])
