@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plugin_fixture.fixture_dist import PLUGIN_MODULES, install_dist
+from plugin_fixture.fixture_dist import activate_site, install_dist
 
 from crbench.api import Inputs, Method
 from crbench.cli.main import main
@@ -28,14 +28,7 @@ BROKEN = {"broken_one": "crbench_broken_plugin:Anything"}
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty site directory on sys.path; fixture plugin modules are forgotten afterwards."""
-    d = tmp_path / "site"
-    d.mkdir()
-    monkeypatch.syspath_prepend(str(d))
-    for mod in PLUGIN_MODULES:
-        monkeypatch.delitem(sys.modules, mod, raising=False)
-    yield d
-    for mod in PLUGIN_MODULES:
-        sys.modules.pop(mod, None)
+    yield from activate_site(tmp_path / "site", monkeypatch)
 
 
 def _inputs(b: int = 2, L: int = 3, size: int = 8) -> Inputs:

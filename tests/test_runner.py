@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from plugin_fixture.fixture_dist import PLUGIN_MODULES, install_dist
+from plugin_fixture.fixture_dist import activate_site, install_dist
 
 from crbench.cli.main import main
 from crbench.data.index import build_index, scan_tree
@@ -58,12 +58,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "site"
     install_dist(d, "crbench-dummy-plugin", "crbench_dummy_plugin", DUMMY)
     install_dist(d, "crbench-broken-plugin", "crbench_broken_plugin", BROKEN)
-    monkeypatch.syspath_prepend(str(d))
-    for mod in PLUGIN_MODULES:
-        monkeypatch.delitem(sys.modules, mod, raising=False)
-    yield d
-    for mod in PLUGIN_MODULES:
-        sys.modules.pop(mod, None)
+    yield from activate_site(d, monkeypatch)
 
 
 def test_cli_run_rows_manifest_and_predictions(synth_root: Path, tmp_path: Path,

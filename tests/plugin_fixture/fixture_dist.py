@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 HERE = Path(__file__).parent
 PLUGIN_MODULES = ("crbench_dummy_plugin", "crbench_broken_plugin")
@@ -35,3 +39,15 @@ def install_dist(site: Path, dist: str, package: str | None, entry_points: dict[
     (info / "top_level.txt").write_text(f"{package or ''}\n")
     (info / "RECORD").write_text("")
     return info
+
+
+def activate_site(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Put ``site`` on sys.path for one test and forget the fixture plugin modules before and
+    after it (use with ``yield from`` inside a fixture)."""
+    site.mkdir(parents=True, exist_ok=True)
+    monkeypatch.syspath_prepend(str(site))
+    for mod in PLUGIN_MODULES:
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    yield site
+    for mod in PLUGIN_MODULES:
+        sys.modules.pop(mod, None)
