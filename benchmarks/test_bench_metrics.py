@@ -12,8 +12,11 @@ machine) in extra_info. Target: speedup >= 10.
 With ``threads = 2`` crbench runs its chunks in a pool of two single-threaded workers
 (``crbench.metrics._run_chunks``); the reference stays single-threaded (numpy, scipy and
 scikit-image run these operations on one core), so that case compares crbench using the
-whole 2-core machine against the reference as users run it. ``filter_backend`` says which
-SSIM filter ran (OpenCV on CPU when installed, torch convolutions otherwise).
+whole 2-core machine against the reference as users run it.
+
+``backend`` is the CPU back end (``crbench.metrics_ssim.FilterBackend``): ``native``, the C
+kernel every install with a C compiler gets, and ``opencv``, the fallback without it, timed
+side by side in one run (a back end that is not installed is skipped).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from crbench import metrics_ssim
+from crbench import metrics_native, metrics_ssim
 from crbench.metrics import compute_metrics
+from crbench.metrics_ssim import FilterBackend
 
 B, C, H, W, L = 16, 13, 256, 256, 3
 REF_ROUNDS = 2
@@ -74,14 +78,27 @@ def batch(enabled: bool) -> dict:
     return {"np": (pred, target, masks), "values": values, "ref_times": [(wall, cpu)]}
 
 
+@pytest.fixture(params=[FilterBackend.NATIVE.value, FilterBackend.OPENCV.value])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Force one CPU back end of crbench.metrics for the case (skipped if not installed)."""
+    if request.param == FilterBackend.NATIVE.value and not metrics_native.available():
+        pytest.skip("crbench._metrics_kernel not built (no C compiler at install time)")
+    if request.param == FilterBackend.OPENCV.value:
+        if metrics_ssim.cv2 is None:
+            pytest.skip("OpenCV not installed")
+        monkeypatch.setattr(metrics_native, "_kernel", None)
+    assert metrics_ssim.filter_backend(torch.device("cpu")).value == request.param
+    return request.param
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bench_compute_metrics(benchmark, batch: dict, threads: int) -> None:
+def test_bench_compute_metrics(benchmark, batch: dict, threads: int, backend: str) -> None:
     pred, target, masks = batch["np"]
     args = tuple(torch.from_numpy(a) for a in (pred, target, masks))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = benchmark.pedantic(compute_metrics, args=args, rounds=5, iterations=1,
+        got = benchmark.pedantic(compute_metrics, args=args, rounds=10, iterations=1,
                                  warmup_rounds=1)
         ref_times, ours_times = list(batch["ref_times"]), []
         if benchmark.enabled:  # interleave both so that changing load hits both alike
@@ -103,7 +120,7 @@ def test_bench_compute_metrics(benchmark, batch: dict, threads: int) -> None:
         ours_cpu = min(t[1] for t in ours_times)
         benchmark.extra_info.update({
             "torch_threads": threads, "batch": f"{B}x{C}x{H}x{W}",
-            "filter_backend": "torch" if metrics_ssim.cv2 is None else "opencv",
+            "backend": backend,
             "reference_seconds": ref_wall, "crbench_seconds": ours_wall,
             "speedup": ref_wall / ours_wall, "reference_cpu_seconds": ref_cpu,
             "crbench_cpu_seconds": ours_cpu, "cpu_speedup": ref_cpu / ours_cpu})

@@ -28,13 +28,20 @@ Conventions (DESIGN.md, "Per-sample results"), stated once here:
 
 Numerics: float32 arithmetic on chunks of the batch (one 13x256x256 sample at a time on
 CPU, larger chunks on GPUs), no per-pixel Python loops; per-pixel band sums are float32
-(13 terms), SSIM row sums are float32 (W terms) and every other sum over pixels is
-accumulated in float64. SSIM's local moments (:mod:`crbench.metrics_ssim`) come from
-separable float32 Gaussian filters (OpenCV on CPU, depthwise torch convolutions on other
-devices) of images centred by a per-band level and padded with the centred value of zero,
-which reproduces zero padding exactly; centring limits the float32 cancellation in
+(13 terms), SSIM column or row sums are float32 (H or W terms) and every other sum over
+pixels is accumulated in float64. Each chunk's values are checked as it is used. SSIM's
+local moments (:mod:`crbench.metrics_ssim`) come from separable float32 Gaussian filters of
+images centred by a per-band level and padded with the centred value of zero, which
+reproduces zero padding exactly; centring limits the float32 cancellation in
 E[x^2] - mu^2. The SSIM map agrees with a float64 computation to a few 1e-6 on
-reflectance-like images (the mean over pixels much better). On CPU with several torch
+reflectance-like images (the mean over pixels much better).
+
+Back ends (:class:`~crbench.metrics_ssim.FilterBackend`, the same formulas and float32
+arithmetic in each, tested against each other and the float64 references): on CPU,
+crbench's C kernel (:mod:`crbench.metrics_native`, built at install time where a C compiler
+exists) streams each sample once for SSIM and once for the squared error and SAM (with a
+float32 arctangent of about one rounding); without it, OpenCV filters and torch operations;
+on other devices, torch operations and depthwise convolutions. On CPU with several torch
 threads, chunks run in a pool of single-threaded workers (see :func:`_run_chunks`).
 Results are (B,) float64 tensors on ``pred``'s device.
 
@@ -60,6 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import metrics_native
 from .constants import N_S2_BANDS
 from .errors import UsageError, parse_enum
 from .metrics_ssim import (
@@ -67,6 +75,7 @@ from .metrics_ssim import (
     SSIM_K2,
     SSIM_SIGMA,
     SSIM_WINDOW,
+    FilterBackend,
     SsimEngine,
     gaussian_window,
     opencv_threads,
@@ -112,9 +121,9 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     raise UsageError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
 
 
-def _check_image(x: Any, name: str, shape: Sequence[int] | None = None) -> tuple[
-        torch.Tensor, bool]:
-    """Validate one (B, 13, H, W) image batch; return it and whether it needs clipping."""
+def _check_image(x: Any, name: str, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Validate the shape and dtype of one (B, 13, H, W) image batch; its values are checked
+    chunk by chunk as they are used (:func:`_chunk`)."""
     t = _as_tensor(x, name)
     if t.ndim != 4:
         raise UsageError(f"{name} must have shape (B, {N_S2_BANDS}, H, W), "
@@ -129,16 +138,37 @@ def _check_image(x: Any, name: str, shape: Sequence[int] | None = None) -> tuple
         raise UsageError(f"{name} is empty (shape {tuple(t.shape)})")
     if t.dtype == torch.bool or t.is_complex():
         raise UsageError(f"{name} has dtype {t.dtype}; expected real values in [0, 1]")
+    return t
+
+
+def _value_error(t: torch.Tensor, name: str) -> UsageError:
+    """The error for an image batch with values outside [0, 1] beyond the tolerance, NaN or
+    inf, describing the whole batch."""
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        return UsageError(f"{name} contains {bad} NaN or infinite values; expected values "
+                          "in [0, 1]")
     lo, hi = (float(v) for v in torch.aminmax(t if t.dtype.is_floating_point else t.float()))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        bad = int((~torch.isfinite(t)).sum())
-        raise UsageError(f"{name} contains {bad} NaN or infinite values; expected values "
-                         "in [0, 1]")
-    if lo < -VALUE_TOL or hi > 1 + VALUE_TOL:
-        raise UsageError(f"{name} has values in [{lo:.6g}, {hi:.6g}], outside [0, 1] beyond "
-                         f"the tolerance {VALUE_TOL:g}; expected reflectance scaled to [0, 1] "
-                         "(S2 DN clipped to [0, 10000] / 10000)")
-    return t, (lo < 0 or hi > 1)
+    return UsageError(f"{name} has values in [{lo:.6g}, {hi:.6g}], outside [0, 1] beyond "
+                      f"the tolerance {VALUE_TOL:g}; expected reflectance scaled to [0, 1] "
+                      "(S2 DN clipped to [0, 10000] / 10000)")
+
+
+def _chunk(t: torch.Tensor, s: slice, name: str) -> torch.Tensor:
+    """Samples ``s`` of a checked image batch as float32 with their values validated and,
+    within :data:`VALUE_TOL`, clipped to [0, 1]; never modifies the caller's data.
+
+    Checking each chunk as it is used reads it once, into the cache the metrics then use.
+    """
+    c = t[s]
+    lo, hi = (float(v) for v in torch.aminmax(c if c.dtype.is_floating_point else c.float()))
+    out = c.to(dtype=torch.float32)
+    if lo >= 0 and hi <= 1:
+        return out
+    if not (lo >= -VALUE_TOL and hi <= 1 + VALUE_TOL):  # also NaN
+        raise _value_error(t, name)
+    return out.clamp(0.0, 1.0) if out.data_ptr() == c.data_ptr() else out.clamp_(0.0, 1.0)
 
 
 def _check_masks(masks: Any, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -199,11 +229,11 @@ def region_masks(masks: torch.Tensor | np.ndarray,
     return cloudy, ~cloudy
 
 
-# --------------------------------------------------------------------------- SAM
+# --------------------------------------------------------------------------- per pixel
 
 
 def _sam_parts(x: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor,
-               out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+               out: Sequence[torch.Tensor]) -> None:
     """Per-pixel |x|^2, |y|^2 and |x |y| / |x| - y|^2 (x taken as 0 where |x| = 0) of
     float32 chunks x, y (b, C, H, W), into ``out`` ((b, H, W) each).
 
@@ -229,15 +259,33 @@ def _sam_angles(nx2: torch.Tensor, ny2: torch.Tensor, w2: torch.Tensor) -> torch
     return torch.atan2(a2.sqrt_(), b2.sqrt_()).mul_(2)
 
 
-# --------------------------------------------------------------------------- public maps
-
-
 class _Workspace:
-    """Scratch memory of one worker: a float32 chunk and an SSIM engine."""
+    """Scratch memory of one worker: a float32 chunk (torch path) and an SSIM engine."""
 
     def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
-        self.scratch = torch.empty(shape, dtype=torch.float32, device=device)
         self.ssim = SsimEngine(shape, device)
+        self.native = self.ssim.backend is FilterBackend.NATIVE
+        self.scratch = None if self.native else torch.empty(shape, dtype=torch.float32,
+                                                            device=device)
+
+    def sample_sums(self, x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
+                    sam_out: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, 4) float64 per-sample sums of float32 chunks x, y (b, C, H, W): squared error
+        over all / cloudy / clear pixels (``cloudy``: (b, H, W) bool, None for no cloudy
+        pixel) and the spectral angle; the angles go to ``sam_out`` when given."""
+        if self.native:
+            return metrics_native.sample_sums(x.contiguous(), y.contiguous(), cloudy, sam_out)
+        b, _, h, w = x.shape
+        scratch = self.scratch[:b]
+        sq = torch.sum(torch.sub(x, y, out=scratch).square_(), dim=1)
+        parts = torch.empty((3, b, h, w), dtype=torch.float32, device=x.device)
+        _sam_parts(x, y, scratch, parts.unbind(0))
+        angles = _sam_angles(*parts.unbind(0))
+        if sam_out is not None:
+            sam_out.copy_(angles)
+        region = torch.zeros_like(sq, dtype=torch.bool) if cloudy is None else cloudy
+        maps = (sq, torch.where(region, sq, 0), torch.where(region, 0, sq), angles)
+        return torch.stack([m.sum(dim=(1, 2), dtype=torch.float64) for m in maps], dim=1)
 
 
 def _run_chunks(shape: Sequence[int], device: torch.device,
@@ -245,10 +293,10 @@ def _run_chunks(shape: Sequence[int], device: torch.device,
     """Call ``task(batch_slice, workspace)`` on chunks of about ``_CHUNK_ELEMS`` elements.
 
     On CPU with several torch threads and several chunks, the chunks run in a pool of
-    ``torch.get_num_threads()`` Python threads (torch and OpenCV release the GIL) with
-    single-threaded operations: the metrics are many small operations, and an OpenMP
-    barrier after each of them costs far more than the work on a busy machine. Torch's
-    thread setting is restored afterwards.
+    ``torch.get_num_threads()`` Python threads (torch, OpenCV and the C kernel release the
+    GIL) with single-threaded operations: the metrics are many small operations, and an
+    OpenMP barrier after each of them costs far more than the work on a busy machine.
+    Torch's thread setting is restored afterwards.
     """
     b, rest = shape[0], math.prod(shape[1:])
     step = max(1, _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["default"]) // max(rest, 1))
@@ -281,14 +329,6 @@ def _run_chunks(shape: Sequence[int], device: torch.device,
         torch.set_num_threads(threads)
 
 
-def _prep(t: torch.Tensor, clip: bool) -> torch.Tensor:
-    """A float32 chunk, clipped to [0, 1] when needed (never modifies the caller's data)."""
-    out = t.to(dtype=torch.float32)
-    if not clip:
-        return out
-    return out.clamp(0.0, 1.0) if out.data_ptr() == t.data_ptr() else out.clamp_(0.0, 1.0)
-
-
 def _exact(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` without autograd and with autocast off, so that metrics are computed in
     float32/float64 even when called inside a caller's mixed-precision context."""
@@ -305,10 +345,12 @@ def _exact(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _validated_pair(pred: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
-    p, clip_p = _check_image(pred, "pred")
-    t, clip_t = _check_image(target, "target", shape=p.shape)
-    return p, t.to(p.device), clip_p, clip_t
+def _checked_pair(pred: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    p = _check_image(pred, "pred")
+    return p, _check_image(target, "target", shape=p.shape).to(p.device)
+
+
+# --------------------------------------------------------------------------- public maps
 
 
 @_exact
@@ -318,11 +360,11 @@ def ssim_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
 
     ``compute_metrics(...)["ssim"]`` is the mean of this map over bands and pixels.
     """
-    p, t, clip_p, clip_t = _validated_pair(pred, target)
+    p, t = _checked_pair(pred, target)
     out = torch.empty(p.shape, dtype=torch.float32, device=p.device)
 
     def task(s: slice, work: _Workspace) -> None:
-        work.ssim.sums(_prep(p[s], clip_p), _prep(t[s], clip_t), out_map=out[s])
+        work.ssim.sums(_chunk(p, s, "pred"), _chunk(t, s, "target"), out_map=out[s])
 
     _run_chunks(p.shape, p.device, task)
     return out
@@ -332,17 +374,15 @@ def ssim_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
 def sam_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
             ) -> torch.Tensor:
     """Per-pixel spectral angle (B, H, W) in radians, float32 (zero norms: see module doc)."""
-    p, t, clip_p, clip_t = _validated_pair(pred, target)
+    p, t = _checked_pair(pred, target)
     b, _, h, w = p.shape
-    parts = tuple(torch.empty((b, h, w), dtype=torch.float32, device=p.device)
-                  for _ in range(3))
+    out = torch.empty((b, h, w), dtype=torch.float32, device=p.device)
 
     def task(s: slice, work: _Workspace) -> None:
-        _sam_parts(_prep(p[s], clip_p), _prep(t[s], clip_t),
-                   work.scratch[:s.stop - s.start], tuple(q[s] for q in parts))
+        work.sample_sums(_chunk(p, s, "pred"), _chunk(t, s, "target"), None, sam_out=out[s])
 
     _run_chunks(p.shape, p.device, task)
-    return _sam_angles(*parts)
+    return out
 
 
 # --------------------------------------------------------------------------- metrics
@@ -369,41 +409,33 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
         UsageError: naming the argument, for wrong shapes, band count, values outside [0, 1]
             beyond :data:`VALUE_TOL`, masks not in {0, 1}, L = 0 or an unknown convention.
     """
-    p, t, clip_p, clip_t = _validated_pair(pred, target)
+    p, t = _checked_pair(pred, target)
     conv = _as_convention(convention)
     b, c, h, w = p.shape
-    cloudy, clear = region_masks(_check_masks(masks, b, h, w, p.device), conv)
-    dev = p.device
-    # per pixel: band sum of squared error; |x|^2, |y|^2, |u - v|^2 for SAM
-    sq, *sam_parts = (torch.empty((b, h, w), dtype=torch.float32, device=dev)
-                      for _ in range(4))
-    ssim_sum = torch.empty(b, dtype=torch.float64, device=dev)
+    cloudy, _ = region_masks(_check_masks(masks, b, h, w, p.device), conv)
+    # per sample: squared error summed over all / cloudy / clear pixels, SAM and SSIM sums
+    totals = torch.empty((5, b), dtype=torch.float64, device=p.device)
 
     def task(s: slice, work: _Workspace) -> None:
-        x, y = _prep(p[s], clip_p), _prep(t[s], clip_t)
-        scratch = work.scratch[:x.shape[0]]
-        torch.sum(torch.sub(x, y, out=scratch).square_(), dim=1, out=sq[s])
-        _sam_parts(x, y, scratch, tuple(q[s] for q in sam_parts))
-        ssim_sum[s] = work.ssim.sums(x, y)
+        x, y = _chunk(p, s, "pred"), _chunk(t, s, "target")
+        totals[:4, s] = work.sample_sums(x, y, cloudy[s]).T
+        totals[4, s] = work.ssim.sums(x, y)
 
-    _run_chunks(p.shape, dev, task)
-    sq64 = sq.double()
-    rmse = torch.sqrt(sq64.sum(dim=(1, 2)) / (c * h * w))
-    sam = _sam_angles(*sam_parts).sum(dim=(1, 2), dtype=torch.float64)
+    _run_chunks(p.shape, p.device, task)
+    n_cloudy = cloudy.sum(dim=(1, 2)).to(torch.float64)
+    rmse = torch.sqrt(totals[0] / (c * h * w))
     return {
         "nrmse_all": rmse,
-        "nrmse_cloudy": _masked_rmse(sq64, cloudy, c),
-        "nrmse_clear": _masked_rmse(sq64, clear, c),
+        "nrmse_cloudy": _region_rmse(totals[1], n_cloudy, c),
+        "nrmse_clear": _region_rmse(totals[2], h * w - n_cloudy, c),
         "psnr": -20.0 * torch.log10(rmse),
-        "ssim": ssim_sum / (c * h * w),
-        "sam": sam / (h * w),
+        "ssim": totals[4] / (c * h * w),
+        "sam": totals[3] / (h * w),
     }
 
 
-def _masked_rmse(sq64: torch.Tensor, region: torch.Tensor, bands: int) -> torch.Tensor:
-    """RMSE over the pixels of ``region`` (all bands); NaN where the region is empty."""
-    n = region.sum(dim=(1, 2)).to(torch.float64)
-    total = (sq64 * region).sum(dim=(1, 2))
+def _region_rmse(total: torch.Tensor, n: torch.Tensor, bands: int) -> torch.Tensor:
+    """RMSE from a region's summed squared error and pixel count; NaN where it is empty."""
     nan = torch.full_like(total, float("nan"))
     return torch.where(n > 0, torch.sqrt(total / (bands * n.clamp_min(1))), nan)
 

@@ -9,9 +9,14 @@ without further padding therefore reproduces zero padding of the original images
 with no border correction. The constants C2 (and C2 / 2 for the covariance) are added to
 the product maps before filtering, halo included, which adds them to the filtered maps.
 
-Two filter back ends compute the same thing:
+Three back ends (:class:`FilterBackend`, chosen by :func:`filter_backend`) compute the
+same thing:
 
-- CPU: OpenCV's separable float32 filter (``cv2.sepFilter2D``; OpenCV comes with
+- CPU, fastest: crbench's own C kernel (:mod:`crbench.metrics_native`), which streams each
+  plane once: the four moments of a row are blurred horizontally into a ring of 11 rows
+  that stays in the L1 cache, and each output row is the vertical blur of the ring
+  followed by the SSIM formula. Used whenever the kernel was built at install time.
+- CPU without the kernel: OpenCV's separable float32 filter (``cv2.sepFilter2D``; OpenCV comes with
   s2cloudless), a few bands at a time so that the working set stays in cache; the four
   maps of those bands are stacked into one tall image (each plane's halo rows keep the
   planes apart). It is faster than torch's depthwise convolutions on CPU and needs no
@@ -22,11 +27,14 @@ Two filter back ends compute the same thing:
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import metrics_native
 
 try:  # a dependency of s2cloudless, so normally present
     import cv2
@@ -40,6 +48,25 @@ SSIM_K2 = 0.03
 C1 = (SSIM_K1 * 1.0) ** 2  # data range 1
 C2 = (SSIM_K2 * 1.0) ** 2
 HALO = SSIM_WINDOW // 2
+
+
+class FilterBackend(enum.Enum):
+    """How SSIM's Gaussian filters (and, for NATIVE, the per-pixel band sums) are computed."""
+
+    NATIVE = "native"  # crbench's C kernel, CPU
+    OPENCV = "opencv"  # cv2.sepFilter2D, CPU
+    TORCH = "torch"  # depthwise conv2d, any device
+
+
+def filter_backend(device: torch.device) -> FilterBackend:
+    """The back end used for tensors on ``device``: the C kernel on CPU when it was built,
+    else OpenCV on CPU when installed, else torch."""
+    if device.type == "cpu":
+        if metrics_native.available():
+            return FilterBackend.NATIVE
+        if cv2 is not None:
+            return FilterBackend.OPENCV
+    return FilterBackend.TORCH
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
@@ -81,19 +108,22 @@ class SsimEngine:
 
     def __init__(self, shape: tuple[int, ...], device: torch.device, group: int = 2) -> None:
         b, c, h, w = shape
-        self.use_cv2 = cv2 is not None and device.type == "cpu"
+        self.backend = filter_backend(device)
+        self.g = gaussian_window().astype(np.float32)
+        if self.backend is FilterBackend.NATIVE:
+            return
         f32 = {"dtype": torch.float32, "device": device}
         self.c1 = torch.tensor(C1, **f32)
         self.c1x2 = torch.tensor(2 * C1, **f32)
         self.c2 = torch.tensor(C2, **f32)
         self.c2_half = torch.tensor(C2 / 2, **f32)
-        self.g = gaussian_window().astype(np.float32)
-        self.group = max(1, min(group, b * c)) if self.use_cv2 else b * c
+        opencv = self.backend is FilterBackend.OPENCV
+        self.group = max(1, min(group, b * c)) if opencv else b * c
         # band-major: plane p's four maps (dx, dy, dx^2 + dy^2 + C2, dx dy + C2 / 2)
         self.d = torch.empty((self.group, 4, h + 2 * HALO, w + 2 * HALO), **f32)
         self.t = torch.empty((self.group, h, w), **f32)
         self.u = torch.empty((self.group, h, w), **f32)
-        if self.use_cv2:
+        if opencv:
             self.e = torch.empty_like(self.d)
         else:
             k = torch.as_tensor(self.g, **f32)
@@ -106,6 +136,11 @@ class SsimEngine:
         (b, C, H, W); the map is written into ``out_map`` (b, C, H, W) when given."""
         b, c = x.shape[:2]
         n = b * c
+        if self.backend is FilterBackend.NATIVE:
+            planes = metrics_native.ssim_sums(
+                x.reshape(n, *x.shape[2:]).contiguous(), y.reshape(n, *y.shape[2:]).contiguous(),
+                self.g, None if out_map is None else out_map.view(n, *out_map.shape[2:]))
+            return planes.view(b, c).sum(dim=1)
         levels = torch.cat((centring_levels(x), centring_levels(y)), dim=2).view(n, 2, 1, 1)
         x, y = x.flatten(0, 1), y.flatten(0, 1)
         sums = torch.empty(n, dtype=torch.float64, device=x.device)
@@ -141,7 +176,7 @@ class SsimEngine:
     def _blur(self, n: int) -> torch.Tensor:
         """Filtered maps of the first n planes of ``self.d``, (n, 4, H, W) (scratch)."""
         src, r = self.d[:n], HALO
-        if self.use_cv2:
+        if self.backend is FilterBackend.OPENCV:
             dst = self.e[:src.shape[0]]
             wp = src.shape[-1]
             cv2.sepFilter2D(src.reshape(-1, wp).numpy(), cv2.CV_32F, self.g, self.g,

@@ -29,3 +29,47 @@ def train_batch(synth_root: Path):  # -> crbench.api.Batch
 
     ds = SEN12MSCRTS(synth_root, split="train", L=3, sampler="random", seed=0, crop=32)
     return collate([ds[0]])
+
+
+
+def require_native_kernel() -> None:
+    """Skip the test when crbench's C kernel was not built (no C compiler at install time),
+    or fail it when the environment sets CRBENCH_REQUIRE_NATIVE=1 (CI does)."""
+    from crbench import metrics_native
+
+    if metrics_native.available():
+        return
+    if os.environ.get("CRBENCH_REQUIRE_NATIVE") == "1":
+        pytest.fail("crbench._metrics_kernel is not built but CRBENCH_REQUIRE_NATIVE=1")
+    pytest.skip("crbench._metrics_kernel not built (no C compiler at install time)")
+
+
+@pytest.fixture
+def native_kernel() -> None:
+    """The test needs crbench's C kernel (see :func:`require_native_kernel`)."""
+    require_native_kernel()
+
+
+@pytest.fixture(params=("native", "opencv", "torch"))
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Run the test with one back end of crbench.metrics forced on CPU: crbench's C kernel,
+    OpenCV, or torch convolutions (crbench.metrics_ssim.FilterBackend); returns it. A back
+    end that is not installed is skipped (the C kernel: see :func:`require_native_kernel`).
+    """
+    import torch
+
+    from crbench import metrics_native, metrics_ssim
+    from crbench.metrics_ssim import FilterBackend
+
+    chosen = FilterBackend(request.param)
+    if chosen is FilterBackend.NATIVE:
+        require_native_kernel()
+    if chosen is FilterBackend.OPENCV and metrics_ssim.cv2 is None:
+        pytest.skip("OpenCV not installed")
+    if chosen is not FilterBackend.NATIVE:
+        monkeypatch.setattr(metrics_native, "_kernel", None)
+    if chosen is FilterBackend.TORCH:
+        monkeypatch.setattr(metrics_ssim, "cv2", None)
+    if metrics_ssim.filter_backend(torch.device("cpu")) is not chosen:
+        pytest.fail(f"could not force the {chosen.value} back end")
+    return chosen

@@ -1,10 +1,6 @@
-"""crbench.metrics against independent float64 numpy references, scikit-image, properties,
-bad input and aggregation.
-
-The references below are written from the formulas in DESIGN.md ("Per-sample results"),
-not from crbench's code: whole-image RMSE/PSNR, masked RMSE under both mask conventions,
-SAM as the arccos of the cosine, SSIM with an explicitly zero-padded 11-tap Gaussian.
-"""
+"""crbench.metrics against independent float64 numpy references (tests/metrics_refs.py),
+scikit-image, properties, bad input and aggregation. Tests taking the ``backend`` fixture
+run once per back end (the C kernel, OpenCV, torch; tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +12,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from metrics_refs import (
+    as_np,
+    cloud_masks,
+    perturb,
+    ref_metrics,
+    ref_sam_map,
+    ref_ssim_map,
+    scene,
+)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from crbench.errors import UsageError
@@ -30,90 +35,13 @@ from crbench.metrics import (
     sam_map,
     ssim_map,
 )
-
-# --------------------------------------------------------------------------- references
-
-
-def ref_window() -> np.ndarray:
-    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
-    return g / g.sum()
-
-
-def ref_blur(img: np.ndarray) -> np.ndarray:
-    """(H, W) float64 Gaussian filter with zero padding, same size."""
-    g, (h, w) = ref_window(), img.shape
-    p = np.pad(img, 5)
-    rows = sum(g[k] * p[:, k:k + w] for k in range(11))
-    return sum(g[k] * rows[k:k + h, :] for k in range(11))
-
-
-def ref_ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    c1, c2 = (0.01 * 1) ** 2, (0.03 * 1) ** 2
-    mx, my = ref_blur(x), ref_blur(y)
-    vx, vy = ref_blur(x * x) - mx**2, ref_blur(y * y) - my**2
-    cxy = ref_blur(x * y) - mx * my
-    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-
-
-def ref_sam_map(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(13, H, W) -> per-pixel angle; zero spectra: 0 if both, pi/2 if one (module doc)."""
-    npn, ntn = np.linalg.norm(p, axis=0), np.linalg.norm(t, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = (p * t).sum(axis=0) / (npn * ntn)
-    ang = np.arccos(np.clip(cos, -1, 1))
-    ang[(npn == 0) != (ntn == 0)] = np.pi / 2
-    ang[(npn == 0) & (ntn == 0)] = 0.0
-    return ang
-
-
-def ref_metrics(p: np.ndarray, t: np.ndarray, m: np.ndarray, convention: str) -> dict:
-    """One sample: p, t (13, H, W) float64, m (L, H, W) bool."""
-    cloudy = m.all(axis=0) if convention == "paper" else m.any(axis=0)
-    clear = (~m).any(axis=0) if convention == "paper" else (~m).all(axis=0)
-    err2 = (p - t) ** 2
-
-    def masked(region: np.ndarray) -> float:
-        return math.sqrt(err2[:, region].mean()) if region.any() else math.nan
-
-    rmse = math.sqrt(err2.mean())
-    return {
-        "nrmse_all": rmse, "nrmse_cloudy": masked(cloudy), "nrmse_clear": masked(clear),
-        "psnr": 20 * math.log10(1 / rmse) if rmse > 0 else math.inf,
-        "ssim": float(np.mean([ref_ssim_map(p[c], t[c]).mean() for c in range(13)])),
-        "sam": float(ref_sam_map(p, t).mean()),
-    }
-
-
-# --------------------------------------------------------------------------- data
-
-
-def scene(rng: np.random.Generator, b: int = 2, h: int = 48, w: int = 48, lo: float = 0.05,
-          hi: float = 0.45, texture: float = 0.03) -> np.ndarray:
-    """Reflectance-like float32 images: a smooth per-band field plus texture, in [0, 1]."""
-    coarse = torch.from_numpy(rng.random((b, 13, 4, 4)))
-    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear",
-                                             align_corners=True).numpy()
-    img = lo + (hi - lo) * smooth + texture * rng.standard_normal((b, 13, h, w))
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
-def perturb(rng: np.random.Generator, x: np.ndarray, sigma: float) -> np.ndarray:
-    return np.clip(x + sigma * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
-
-
-def cloud_masks(rng: np.random.Generator, b: int, L: int, h: int, w: int) -> np.ndarray:
-    return rng.random((b, L, h, w)) < 0.5
-
-
-def as_np(d: dict) -> dict:
-    return {k: v.cpu().numpy() for k, v in d.items()}
-
+from crbench.metrics_ssim import FilterBackend
 
 # --------------------------------------------------------------------------- references
 
 
 @pytest.mark.parametrize("convention", ["paper", "toolbox"])
-def test_all_metrics_match_float64_references(convention: str) -> None:
+def test_all_metrics_match_float64_references(convention: str, backend: FilterBackend) -> None:
     rng = np.random.default_rng(0)
     t = scene(rng, b=2, h=40, w=56)
     p = perturb(rng, t, 0.05)
@@ -132,10 +60,12 @@ def test_all_metrics_match_float64_references(convention: str) -> None:
         assert got["sam"][i].item() == pytest.approx(ref["sam"], abs=1e-6)
 
 
-def test_ssim_map_matches_reference_including_borders_and_tiny_images() -> None:
-    """Zero padding is exact at the borders, also for images smaller than the window."""
+def test_ssim_map_matches_reference_including_borders_and_tiny_images(
+        backend: FilterBackend) -> None:
+    """Zero padding is exact at the borders, also for images smaller than the window and for
+    widths that are not a multiple of the C kernel's 128-column strips."""
     rng = np.random.default_rng(1)
-    for h, w in [(33, 20), (7, 12), (1, 1)]:
+    for h, w in [(33, 20), (7, 12), (1, 1), (12, 3), (5, 129), (14, 300)]:
         t = scene(rng, b=1, h=h, w=w)
         p = perturb(rng, t, 0.1)
         got = ssim_map(torch.from_numpy(p), torch.from_numpy(t)).numpy()
@@ -185,7 +115,7 @@ def test_empty_region_is_nan_and_regions_partition_the_error() -> None:
 # --------------------------------------------------------------------------- scikit-image
 
 
-def test_ssim_map_and_psnr_match_scikit_image() -> None:
+def test_ssim_map_and_psnr_match_scikit_image(backend: FilterBackend) -> None:
     rng = np.random.default_rng(3)
     t = scene(rng, b=2, h=64, w=64)
     p = perturb(rng, t, 0.04)
@@ -245,7 +175,7 @@ def test_random_noise_scores_worse_than_a_slightly_perturbed_target() -> None:
         assert better.all(), (k, good[k], bad[k])
 
 
-def test_sam_is_zero_for_right_spectra_at_another_brightness() -> None:
+def test_sam_is_zero_for_right_spectra_at_another_brightness(backend: FilterBackend) -> None:
     rng = np.random.default_rng(5)
     t = scene(rng, b=2, h=16, w=16, lo=0.2, hi=0.8)
     got = as_np(compute_metrics(0.37 * t, t, np.zeros((2, 1, 16, 16))))
@@ -253,7 +183,7 @@ def test_sam_is_zero_for_right_spectra_at_another_brightness() -> None:
     assert (got["nrmse_all"] > 0.05).all()
 
 
-def test_sam_zero_norm_pixels_are_documented_values_not_nan() -> None:
+def test_sam_zero_norm_pixels_are_documented_values_not_nan(backend: FilterBackend) -> None:
     rng = np.random.default_rng(6)
     t = scene(rng, b=1, h=8, w=8, lo=0.1, hi=0.5)
     p = perturb(rng, t, 0.05)
@@ -272,7 +202,8 @@ def test_sam_zero_norm_pixels_are_documented_values_not_nan() -> None:
                                                        rel=1e-6)
 
 
-def test_batch_results_equal_per_sample_results_and_inputs_are_untouched() -> None:
+def test_batch_results_equal_per_sample_results_and_inputs_are_untouched(
+        backend: FilterBackend) -> None:
     rng = np.random.default_rng(7)
     t = torch.from_numpy(scene(rng, b=3, h=24, w=24))
     p = torch.from_numpy(perturb(rng, t.numpy(), 0.05))
@@ -311,24 +242,6 @@ def test_grad_inputs_and_a_callers_autocast_do_not_change_results() -> None:
         under_autocast = as_np(compute_metrics(p.clone().requires_grad_(), t, m))
     for k in METRIC_NAMES:
         np.testing.assert_array_equal(under_autocast[k], base[k], err_msg=k)
-
-
-def test_torch_filter_matches_the_opencv_filter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without OpenCV (and on GPUs) SSIM is filtered by torch convolutions: same values."""
-    import crbench.metrics_ssim as engine
-
-    if engine.cv2 is None:
-        pytest.skip("OpenCV not installed: only the torch filter exists")
-    rng = np.random.default_rng(14)
-    t = scene(rng, b=2, h=30, w=45)
-    p = perturb(rng, t, 0.05)
-    with_cv2 = ssim_map(p, t).numpy()
-    monkeypatch.setattr(engine, "cv2", None)
-    with_torch = ssim_map(p, t).numpy()
-    np.testing.assert_allclose(with_torch, with_cv2, atol=1e-5)  # float32 rounding
-    for c in range(13):
-        ref = ref_ssim_map(p[1, c].astype(np.float64), t[1, c].astype(np.float64))
-        np.testing.assert_allclose(with_torch[1, c], ref, atol=2e-5)
 
 
 def test_threaded_chunks_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
