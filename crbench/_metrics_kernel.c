@@ -199,20 +199,25 @@ static inline float spectral_angle(float nx2, float ny2, float w2)
 }
 
 /* Band sums of one row r of a (c, h, w) sample into q, nx, ny, ww (w floats each):
- * (x - y)^2, x^2, y^2 and (x k - y)^2 with k = |y| / |x| (0 where |x| = 0). */
+ * (x - y)^2, x^2, y^2 and (x k - y)^2 with k = |y| / |x| (0 where |x| = 0); lo and hi take
+ * the running minimum and maximum of x and y per column (NaN shows in q instead). */
 static inline void row_band_sums(const float *x, const float *y, int c, size_t hw, size_t o,
                                  int w, float *restrict q, float *restrict nx,
-                                 float *restrict ny, float *restrict ww, float *restrict k)
+                                 float *restrict ny, float *restrict ww, float *restrict k,
+                                 float *restrict lo, float *restrict hi)
 {
     for (int j = 0; j < w; j++)
         q[j] = nx[j] = ny[j] = ww[j] = 0;
     for (int b = 0; b < c; b++) {
         const float *restrict xr = x + b * hw + o, *restrict yr = y + b * hw + o;
         for (int j = 0; j < w; j++) {
-            float d = xr[j] - yr[j];
+            const float xv = xr[j], yv = yr[j], d = xv - yv;
+            const float mn = xv < yv ? xv : yv, mx = xv < yv ? yv : xv;
             q[j] += d * d;
-            nx[j] += xr[j] * xr[j];
-            ny[j] += yr[j] * yr[j];
+            nx[j] += xv * xv;
+            ny[j] += yv * yv;
+            lo[j] = mn < lo[j] ? mn : lo[j];
+            hi[j] = mx > hi[j] ? mx : hi[j];
         }
     }
     for (int j = 0; j < w; j++) {
@@ -229,22 +234,29 @@ static inline void row_band_sums(const float *x, const float *y, int c, size_t h
 }
 
 /* Per-sample sums of one (c, h, w) sample: squared error over all pixels, the cloudy pixels
- * (cloudy[i] != 0) and the others, and the spectral angle, into
- * tot[0..3] (float64 column sums); the angles also go to sam (h x w) when not NULL.
- * buf: 5 w floats; dacc: 4 w doubles. */
+ * (cloudy[i] != 0) and the others, and the spectral angle, into tot[0..3] (float64 column
+ * sums); the smallest and largest value of x and y into range[0..1] (so that the caller can
+ * skip a separate pass to validate them); the angles also go to sam (h x w) when not NULL.
+ * buf: 7 w floats; dacc: 4 w doubles. */
 CLONES
 static void sample_sums(const float *x, const float *y, const unsigned char *cloudy, int c,
-                        int h, int w, double tot[4], float *sam, float *buf, double *dacc)
+                        int h, int w, double tot[4], float range[2], float *sam, float *buf,
+                        double *dacc)
 {
     const size_t hw = (size_t)h * w;
     float *q = buf, *nx = buf + w, *ny = buf + 2 * w, *ww = buf + 3 * w, *k = buf + 4 * w;
+    float *lo = buf + 5 * w, *hi = buf + 6 * w;
+    for (int j = 0; j < w; j++) {
+        lo[j] = x[j];
+        hi[j] = x[j];
+    }
     double *restrict all = dacc, *restrict in = dacc + w, *restrict out = dacc + 2 * w,
            *restrict ang = dacc + 3 * w;
     for (int j = 0; j < 4 * w; j++)
         dacc[j] = 0;
     for (int r = 0; r < h; r++) {
         const size_t o = (size_t)r * w;
-        row_band_sums(x, y, c, hw, o, w, q, nx, ny, ww, k);
+        row_band_sums(x, y, c, hw, o, w, q, nx, ny, ww, k, lo, hi);
         for (int j = 0; j < w; j++)
             k[j] = spectral_angle(nx[j], ny[j], ww[j]);
         const unsigned char *restrict cl = cloudy + o;
@@ -264,6 +276,12 @@ static void sample_sums(const float *x, const float *y, const unsigned char *clo
         for (int j = 0; j < w; j++)
             s += dacc[(size_t)i * w + j];
         tot[i] = s;
+    }
+    range[0] = lo[0];
+    range[1] = hi[0];
+    for (int j = 1; j < w; j++) {
+        range[0] = lo[j] < range[0] ? lo[j] : range[0];
+        range[1] = hi[j] > range[1] ? hi[j] : range[1];
     }
 }
 
@@ -307,13 +325,13 @@ static PyObject *py_ssim_sums(PyObject *self, PyObject *args)
 static PyObject *py_sample_sums(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long xa, ya, ca, ta, sa;
+    unsigned long long xa, ya, ca, ta, ra, sa;
     Py_ssize_t b, c, h, w;
-    if (!PyArg_ParseTuple(args, "KKKnnnnKK", &xa, &ya, &ca, &b, &c, &h, &w, &ta, &sa))
+    if (!PyArg_ParseTuple(args, "KKKnnnnKKK", &xa, &ya, &ca, &b, &c, &h, &w, &ta, &ra, &sa))
         return NULL;
     if (!check_dims(b, h, w) || !check_dims(c, h, w))
         return NULL;
-    float *buf = malloc(5 * (size_t)w * sizeof(float));
+    float *buf = malloc(7 * (size_t)w * sizeof(float));
     double *dacc = malloc(4 * (size_t)w * sizeof(double));
     if (!buf || !dacc) {
         free(buf);
@@ -330,11 +348,11 @@ static PyObject *py_sample_sums(PyObject *self, PyObject *args)
         return PyErr_NoMemory();
     }
     double *tot = (double *)(uintptr_t)ta;
-    float *sam = (float *)(uintptr_t)sa;
+    float *range = (float *)(uintptr_t)ra, *sam = (float *)(uintptr_t)sa;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++)
         sample_sums(x + i * chw, y + i * chw, cloudy + i * hw, (int)c, (int)h,
-                    (int)w, tot + 4 * i, sam ? sam + i * hw : NULL, buf, dacc);
+                    (int)w, tot + 4 * i, range + 2 * i, sam ? sam + i * hw : NULL, buf, dacc);
     Py_END_ALLOW_THREADS
     free(none);
     free(buf);
@@ -346,7 +364,8 @@ static PyMethodDef methods[] = {
     {"ssim_sums", py_ssim_sums, METH_VARARGS,
      "ssim_sums(x, y, planes, h, w, window, sums, map): SSIM sums of float32 planes."},
     {"sample_sums", py_sample_sums, METH_VARARGS,
-     "sample_sums(x, y, cloudy, b, c, h, w, totals, sam): squared-error and SAM sums."},
+     "sample_sums(x, y, cloudy, b, c, h, w, totals, range, sam): squared-error and SAM "
+     "sums, value range."},
     {NULL, NULL, 0, NULL},
 };
 

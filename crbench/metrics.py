@@ -268,13 +268,31 @@ class _Workspace:
         self.scratch = None if self.native else torch.empty(shape, dtype=torch.float32,
                                                             device=device)
 
-    def sample_sums(self, x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
-                    sam_out: torch.Tensor | None = None) -> torch.Tensor:
-        """(b, 4) float64 per-sample sums of float32 chunks x, y (b, C, H, W): squared error
-        over all / cloudy / clear pixels (``cloudy``: (b, H, W) bool, None for no cloudy
-        pixel) and the spectral angle; the angles go to ``sam_out`` when given."""
+    def sample_sums(self, p: torch.Tensor, t: torch.Tensor, s: slice,
+                    cloudy: torch.Tensor | None, sam_out: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample sums of samples ``s`` of the checked batches p, t: (totals, x, y) with
+        totals (b, 4) float64 = squared error over all / cloudy / clear pixels (``cloudy``:
+        (b, H, W) bool, None for no cloudy pixel) and the spectral angle, and x, y the
+        validated float32 chunks (:func:`_chunk`); the angles go to ``sam_out`` if given.
+
+        The C kernel reports the chunks' value range as it reads them: when every value is
+        finite and in [0, 1] (the usual case), the separate validating pass is skipped.
+        """
         if self.native:
-            return metrics_native.sample_sums(x.contiguous(), y.contiguous(), cloudy, sam_out)
+            x, y = (v[s].to(dtype=torch.float32).contiguous() for v in (p, t))
+            totals, ranges = metrics_native.sample_sums(x, y, cloudy, sam_out)
+            lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+            if lo >= 0 and hi <= 1 and bool(torch.isfinite(totals[:, 0]).all()):
+                return totals, x, y
+        x, y = _chunk(p, s, "pred"), _chunk(t, s, "target")
+        if self.native:  # values clipped to [0, 1]: sums again
+            return metrics_native.sample_sums(x, y, cloudy, sam_out)[0], x, y
+        return self._torch_sums(x, y, cloudy, sam_out), x, y
+
+    def _torch_sums(self, x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
+                    sam_out: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`sample_sums` in torch operations, for float32 chunks x, y (b, C, H, W)."""
         b, _, h, w = x.shape
         scratch = self.scratch[:b]
         sq = torch.sum(torch.sub(x, y, out=scratch).square_(), dim=1)
@@ -379,7 +397,7 @@ def sam_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
     out = torch.empty((b, h, w), dtype=torch.float32, device=p.device)
 
     def task(s: slice, work: _Workspace) -> None:
-        work.sample_sums(_chunk(p, s, "pred"), _chunk(t, s, "target"), None, sam_out=out[s])
+        work.sample_sums(p, t, s, None, sam_out=out[s])
 
     _run_chunks(p.shape, p.device, task)
     return out
@@ -417,8 +435,8 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
     totals = torch.empty((5, b), dtype=torch.float64, device=p.device)
 
     def task(s: slice, work: _Workspace) -> None:
-        x, y = _chunk(p, s, "pred"), _chunk(t, s, "target")
-        totals[:4, s] = work.sample_sums(x, y, cloudy[s]).T
+        sums, x, y = work.sample_sums(p, t, s, cloudy[s])
+        totals[:4, s] = sums.T
         totals[4, s] = work.ssim.sums(x, y)
 
     _run_chunks(p.shape, p.device, task)

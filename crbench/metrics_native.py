@@ -76,8 +76,8 @@ def ssim_sums(x: torch.Tensor, y: torch.Tensor, window: np.ndarray,
 
 
 def sample_sums(x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None = None,
-                sam_out: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample sums of the squared error and of the spectral angle.
+                sam_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample sums of the squared error and of the spectral angle, and value ranges.
 
     Args:
         x, y: (b, C, H, W) float32, values in [0, 1], C-contiguous, on CPU.
@@ -85,10 +85,12 @@ def sample_sums(x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None = 
         sam_out: optional (b, H, W) float32 tensor that receives the per-pixel angles.
 
     Returns:
-        (b, 4) float64: squared error summed over all bands and all / cloudy / clear pixels,
-        and the spectral angle (radians) summed over pixels. The angle follows
-        ``crbench.metrics._sam_parts`` and ``_sam_angles`` (exact 0 for identical spectra,
-        zero spectra as documented there) with a float32 arctangent of about one rounding.
+        (totals, ranges): totals (b, 4) float64, the squared error summed over all bands and
+        all / cloudy / clear pixels, and the spectral angle (radians) summed over pixels;
+        ranges (b, 2) float32, the smallest and largest value of x and y together (NaN and
+        inf show as non-finite totals). The angle follows ``crbench.metrics._sam_parts``
+        and ``_sam_angles`` (exact 0 for identical spectra, zero spectra as documented
+        there) with a float32 arctangent of about one rounding.
     """
     kernel = _kernel_or_raise()
     shape = tuple(x.shape)
@@ -99,5 +101,7 @@ def sample_sums(x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None = 
     region = 0 if cloudy is None else _address(cloudy, "cloudy", torch.bool, (b, h, w))
     sam = 0 if sam_out is None else _address(sam_out, "sam_out", torch.float32, (b, h, w))
     totals = torch.empty((b, 4), dtype=torch.float64)
-    kernel.sample_sums(*addresses, region, b, c, h, w, totals.data_ptr(), sam)
-    return totals
+    ranges = torch.empty((b, 2), dtype=torch.float32)
+    kernel.sample_sums(*addresses, region, b, c, h, w, totals.data_ptr(), ranges.data_ptr(),
+                       sam)
+    return totals, ranges

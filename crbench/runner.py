@@ -8,7 +8,8 @@ settings that change results, so rerunning the same command resumes the same run
         seed, checkpoints, and sample_steps / samples when given} (the settings a resumed run
         must share), versions {python, torch, numpy, rasterio, pandas}, git (commit of
         crbench's source tree or null), host, started,
-        sessions [one entry per invocation: started, host, methods, L, shard, limit, ...],
+        sessions [one entry per invocation: started, host, metrics_backend (native, opencv
+                  or torch: crbench.metrics_ssim.FilterBackend), methods, L, shard, ...],
         runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
               n_evaluated, n_skipped, checkpoint, status, samples, spread, updated}},
         skipped {method: {L: non-matching samples skipped, summed over shards}}
@@ -281,9 +282,12 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _start_manifest(cfg: RunConfig) -> None:
+def _start_manifest(cfg: RunConfig, device: torch.device) -> None:
+    from .metrics_ssim import filter_backend
+
     session = {"started": _now(), "host": socket.gethostname(), "crbench_version": __version__,
-               "git": _git_hash(), **cfg.session()}
+               "git": _git_hash(), "metrics_backend": filter_backend(device).value,
+               **cfg.session()}
 
     def change(old: dict[str, Any] | None) -> dict[str, Any]:
         if old is None:
@@ -427,7 +431,7 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
         summary = RunSummary(run_dir=cfg.out)
         if on_start is not None:
             on_start(cfg.out)
-        _start_manifest(cfg)
+        _start_manifest(cfg, device)
         _run_all(cfg, summary, device, trainable)
     return summary
 

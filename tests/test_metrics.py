@@ -292,6 +292,13 @@ def good_args(b: int = 1, L: int = 2, h: int = 8, w: int = 8) -> list[torch.Tens
             torch.zeros(b, L, h, w)]
 
 
+def one_bad_value(value: float, b: int = 1, sample: int = 0) -> torch.Tensor:
+    """A valid (b, 13, 8, 8) image batch with one bad value in sample ``sample``."""
+    x = good_args(b=b)[0]
+    x[sample, 3, 2, 5] = value
+    return x
+
+
 @pytest.mark.parametrize(("index", "bad", "pattern"), [
     (0, torch.rand(1, 12, 8, 8), r"pred has 12 bands"),
     (1, torch.rand(1, 13, 8, 9), r"target has shape \(1, 13, 8, 9\) but pred has"),
@@ -299,6 +306,10 @@ def good_args(b: int = 1, L: int = 2, h: int = 8, w: int = 8) -> list[torch.Tens
     (0, torch.full((1, 13, 8, 8), 1.01), r"pred has values in \[.*1\.01\], outside \[0, 1\]"),
     (1, torch.full((1, 13, 8, 8), -0.5), r"target has values in \[-0\.5"),
     (1, torch.full((1, 13, 8, 8), float("nan")), r"target contains 832 NaN or infinite"),
+    (0, one_bad_value(float("nan")), r"pred contains 1 NaN or infinite"),
+    (1, one_bad_value(float("inf")), r"target contains 1 NaN or infinite"),
+    (0, one_bad_value(-float("inf")), r"pred contains 1 NaN or infinite"),
+    (0, one_bad_value(1e20), r"pred has values in \[.*1e\+20\], outside \[0, 1\]"),
     (0, torch.full((1, 13, 8, 8), 4000, dtype=torch.int16), r"pred has values .*S2 DN"),
     (2, torch.zeros(2, 2, 8, 8), r"masks has shape \(2, 2, 8, 8\); expected .*B=1"),
     (2, torch.zeros(1, 2, 8, 7), r"masks has shape .*W=8"),
@@ -307,11 +318,28 @@ def good_args(b: int = 1, L: int = 2, h: int = 8, w: int = 8) -> list[torch.Tens
     (2, torch.zeros(1, 8, 8), r"masks must have shape \(B, L, H, W\)"),
     (0, [[0.5]], r"pred must be a torch.Tensor or numpy array, got list"),
 ])
-def test_bad_input_names_the_argument(index: int, bad: object, pattern: str) -> None:
+def test_bad_input_names_the_argument(index: int, bad: object, pattern: str,
+                                      backend: FilterBackend) -> None:
     args: list[object] = list(good_args())
     args[index] = bad
     with pytest.raises(UsageError, match=pattern):
         compute_metrics(*args)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1.5, -0.01])
+def test_a_bad_value_in_a_later_chunk_is_found(value: float, backend: FilterBackend,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values are checked chunk by chunk: a bad value in the last sample still fails, in
+    compute_metrics, sam_map and ssim_map alike."""
+    import crbench.metrics as metrics
+
+    monkeypatch.setitem(metrics._CHUNK_ELEMS, "cpu", 13 * 8 * 8)  # one sample per chunk
+    target = one_bad_value(value, b=3, sample=2)
+    pred, _, masks = good_args(b=3)
+    for call in (lambda: compute_metrics(pred, target, masks), lambda: sam_map(pred, target),
+                 lambda: ssim_map(pred, target)):
+        with pytest.raises(UsageError, match=r"^target (contains 1 NaN|has values in)"):
+            call()
 
 
 def test_bad_convention_lists_choices() -> None:

@@ -56,7 +56,10 @@ def test_native_sample_sums_match_float64_references_and_the_torch_path(
     cloudy = torch.from_numpy(rng.random((3, 9, 131)) < 0.3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     angles = torch.empty(3, 9, 131)
-    got = metrics_native.sample_sums(xt, yt, cloudy, angles).numpy()
+    totals, ranges = metrics_native.sample_sums(xt, yt, cloudy, angles)
+    got = totals.numpy()
+    both = np.stack([x, y], axis=1).reshape(3, -1)
+    np.testing.assert_array_equal(ranges.numpy(), np.stack([both.min(1), both.max(1)], 1))
     err2 = ((x.astype(np.float64) - y) ** 2).sum(axis=1)
     c = cloudy.numpy()
     for i in range(3):
@@ -66,12 +69,13 @@ def test_native_sample_sums_match_float64_references_and_the_torch_path(
         np.testing.assert_allclose(got[i], expected, rtol=2e-6)
     assert angles[0, 6, 7] == 0 and angles[2, 4, 4] == 0
     assert angles[1, 2, 5].item() == pytest.approx(math.pi / 2, abs=1e-6)
-    no_region = metrics_native.sample_sums(xt, yt).numpy()
+    no_region = metrics_native.sample_sums(xt, yt)[0].numpy()
     assert (no_region[:, 1] == 0).all() and (no_region[:, 2] == no_region[:, 0]).all()
     monkeypatch.setattr(metrics_native, "_kernel", None)  # the torch formulas
     fallback = _Workspace((3, 13, 9, 131), torch.device("cpu"))
     assert not fallback.native
-    np.testing.assert_allclose(fallback.sample_sums(xt, yt, cloudy).numpy(), got, rtol=2e-6)
+    fallback_totals = fallback.sample_sums(xt, yt, slice(0, 3), cloudy)[0]
+    np.testing.assert_allclose(fallback_totals.numpy(), got, rtol=2e-6)
 
 
 @pytest.mark.usefixtures("native_kernel")

@@ -25,6 +25,7 @@ from crbench.data.io import read_s2, scale_s2
 from crbench.data.masks import MaskCache
 from crbench.errors import CheckpointError, PluginError, UsageError
 from crbench.metrics import compute_metrics
+from crbench.metrics_ssim import filter_backend
 from crbench.runner import ROW_COLUMNS, RunConfig, parse_shard, read_manifest, read_rows, run
 
 METHODS = "least_cloudy,mosaicing"
@@ -88,6 +89,7 @@ def test_cli_run_rows_manifest_and_predictions(synth_root: Path, tmp_path: Path,
     assert manifest["config"]["split"] == "test"
     assert manifest["config"]["mask_convention"] == "paper"
     assert {"python", "torch", "numpy", "rasterio"} <= set(manifest["versions"])
+    assert manifest["sessions"][0]["metrics_backend"] == filter_backend(torch.device("cpu")).value
     assert {r["status"] for r in manifest["runs"].values()} == {"done"}
     assert all(r["n_evaluated"] == 1 for r in manifest["runs"].values())
 
