@@ -35,7 +35,7 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
     ("sampling_overhead_vs_network", "step/forward"), ("x_mosaicing", "x mosaicing"),
     ("peak_mem_mib", "peak MiB"), ("required_speedup", "required"),
 )
-SHAPE_KEYS = ("preset", "image_side", "batch", "steps", "torch_threads")
+SHAPE_KEYS = ("preset", "image_side", "batch", "steps", "torch_threads", "backend")
 
 
 class SummaryError(Exception):
