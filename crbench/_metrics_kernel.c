@@ -25,13 +25,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict
+#endif
+
 #define R 5          /* window radius */
 #define K 11         /* window taps */
 #define STRIP 128    /* columns per strip (ring: 11 rows x 4 moments x 128 floats = 22 KiB) */
 #define C1 (0.01f * 0.01f)
 #define C2 (0.03f * 0.03f)
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* An AVX2/FMA clone picked at load time (GCC >= 11 on x86-64 glibc, which has ifunc);
+ * elsewhere the compiler's default target. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && \
+    defined(__linux__) && defined(__GLIBC__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CLONES
