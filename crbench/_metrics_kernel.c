@@ -11,7 +11,9 @@
  * sample_sums: per-sample float64 sums of the squared error over all, cloudy and clear
  *   pixels and of the spectral angle, from per-pixel band sums of (x - y)^2, x^2, y^2 and
  *   (x k - y)^2 with k = |y| / |x| (the formulation of crbench.metrics._sam_parts, exact for
- *   identical spectra); the angle uses a branch-free float32 arctangent (atan01).
+ *   identical spectra); the angle uses a branch-free float32 arctangent (atan01). It also
+ *   returns the smallest and largest input value, so the caller needs no separate pass to
+ *   validate the inputs.
  *
  * Both take raw addresses of C-contiguous float32 (float64 for the sums) buffers that the
  * Python wrapper (crbench.metrics_native) checks, and release the GIL while they run. Loops

@@ -3,7 +3,7 @@
 ``crbench/_metrics_kernel.c`` is compiled when crbench is installed (``pip install .`` or
 ``-e .``); where no C compiler is available the install still succeeds without it, and the
 metrics run on OpenCV and torch instead: the same conventions and the same float32
-arithmetic, about three times slower on CPU. :func:`available` says whether the kernel is
+arithmetic, 2-3x slower on CPU. :func:`available` says whether the kernel is
 there; the chosen back end is :func:`crbench.metrics_ssim.filter_backend`.
 
 The kernel reads raw addresses, so every buffer handed to it is checked here first
