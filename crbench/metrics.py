@@ -281,14 +281,22 @@ class _Workspace:
         """
         if self.native:
             x, y = (v[s].to(dtype=torch.float32).contiguous() for v in (p, t))
-            totals, ranges = metrics_native.sample_sums(x, y, cloudy, sam_out)
+            totals, ranges = self._native_sums(x, y, cloudy, sam_out)
             lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
             if lo >= 0 and hi <= 1 and bool(torch.isfinite(totals[:, 0]).all()):
                 return totals, x, y
         x, y = _chunk(p, s, "pred"), _chunk(t, s, "target")
         if self.native:  # values clipped to [0, 1]: sums again
-            return metrics_native.sample_sums(x, y, cloudy, sam_out)[0], x, y
+            return self._native_sums(x, y, cloudy, sam_out)[0], x, y
         return self._torch_sums(x, y, cloudy, sam_out), x, y
+
+    @staticmethod
+    def _native_sums(x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
+                     sam_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The C kernel's (totals, ranges) for chunks in any memory layout (the kernel
+        reads C-contiguous buffers; ``sam_out`` is always a slice of a fresh tensor)."""
+        region = None if cloudy is None else cloudy.contiguous()
+        return metrics_native.sample_sums(x.contiguous(), y.contiguous(), region, sam_out)
 
     def _torch_sums(self, x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
                     sam_out: torch.Tensor | None) -> torch.Tensor:

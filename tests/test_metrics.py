@@ -360,6 +360,22 @@ def test_values_within_tolerance_are_clipped() -> None:
         np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
 
 
+def test_non_contiguous_inputs_give_the_same_results(backend: FilterBackend) -> None:
+    """Channels-last images and masks (numpy HWC stacks, say), also with values that need
+    clipping, give the results of contiguous copies (torch may sum a channels-last tensor
+    in another order: float rounding only)."""
+    p, t, m = good_args(b=2)
+    p[1, 3, 2, 2] = 1 + 9e-5  # within tolerance: clipped
+    p_hwc, t_hwc = (v.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) for v in (p, t))
+    m_hwc = m.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not (p_hwc.is_contiguous() or t_hwc.is_contiguous() or m_hwc.is_contiguous())
+    a, b = compute_metrics(p_hwc, t_hwc, m_hwc), compute_metrics(p, t, m)
+    for k in METRIC_NAMES:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-7, err_msg=k)
+    np.testing.assert_allclose(sam_map(p_hwc, t_hwc), sam_map(p, t), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ssim_map(p_hwc, t_hwc), ssim_map(p, t), rtol=1e-6, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
