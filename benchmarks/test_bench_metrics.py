@@ -10,11 +10,11 @@ single-threaded) is timed once per module in the same process; each case puts
 machine) in extra_info. Target: speedup >= 10.
 
 With ``threads = 2`` crbench runs its chunks in a pool of two single-threaded workers
-(``crbench.metrics._run_chunks``); the reference stays single-threaded (numpy, scipy and
+(``crbench.metrics.core._run_chunks``); the reference stays single-threaded (numpy, scipy and
 scikit-image run these operations on one core), so that case compares crbench using the
 whole 2-core machine against the reference as users run it.
 
-``backend`` is the CPU back end (``crbench.metrics_ssim.FilterBackend``): ``native``, the C
+``backend`` is the CPU back end (``crbench.metrics.ssim.FilterBackend``): ``native``, the C
 kernel every install with a C compiler gets, and ``opencv``, the fallback without it, timed
 side by side in one run (a back end that is not installed is skipped).
 """
@@ -28,9 +28,10 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from crbench import metrics_native, metrics_ssim
 from crbench.metrics import compute_metrics
-from crbench.metrics_ssim import FilterBackend
+from crbench.metrics import native as metrics_native
+from crbench.metrics import ssim as metrics_ssim
+from crbench.metrics.ssim import FilterBackend
 
 B, C, H, W, L = 16, 13, 256, 256, 3
 REF_ROUNDS = 2
@@ -82,7 +83,7 @@ def batch(enabled: bool) -> dict:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Force one CPU back end of crbench.metrics for the case (skipped if not installed)."""
     if request.param == FilterBackend.NATIVE.value and not metrics_native.available():
-        pytest.skip("crbench._metrics_kernel not built (no C compiler at install time)")
+        pytest.skip("crbench.metrics._kernel not built (no C compiler at install time)")
     if request.param == FilterBackend.OPENCV.value:
         if metrics_ssim.cv2 is None:
             pytest.skip("OpenCV not installed")

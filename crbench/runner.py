@@ -9,7 +9,7 @@ settings that change results, so rerunning the same command resumes the same run
         must share), versions {python, torch, numpy, rasterio, pandas}, git (commit of
         crbench's source tree or null), host, started,
         sessions [one entry per invocation: started, host, metrics_backend (native, opencv
-                  or torch: crbench.metrics_ssim.FilterBackend), methods, L, shard, ...],
+                  or torch: crbench.metrics.ssim.FilterBackend), methods, L, shard, ...],
         runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
               n_evaluated, n_skipped, checkpoint, status, samples, spread, updated}},
         skipped {method: {L: non-matching samples skipped, summed over shards}}
@@ -283,7 +283,7 @@ def _now() -> str:
 
 
 def _start_manifest(cfg: RunConfig, device: torch.device) -> None:
-    from .metrics_ssim import filter_backend
+    from .metrics.ssim import filter_backend
 
     session = {"started": _now(), "host": socket.gethostname(), "crbench_version": __version__,
                "git": _git_hash(), "metrics_backend": filter_backend(device).value,

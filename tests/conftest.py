@@ -35,13 +35,13 @@ def train_batch(synth_root: Path):  # -> crbench.api.Batch
 def require_native_kernel() -> None:
     """Skip the test when crbench's C kernel was not built (no C compiler at install time),
     or fail it when the environment sets CRBENCH_REQUIRE_NATIVE=1 (CI does)."""
-    from crbench import metrics_native
+    from crbench.metrics import native as metrics_native
 
     if metrics_native.available():
         return
     if os.environ.get("CRBENCH_REQUIRE_NATIVE") == "1":
-        pytest.fail("crbench._metrics_kernel is not built but CRBENCH_REQUIRE_NATIVE=1")
-    pytest.skip("crbench._metrics_kernel not built (no C compiler at install time)")
+        pytest.fail("crbench.metrics._kernel is not built but CRBENCH_REQUIRE_NATIVE=1")
+    pytest.skip("crbench.metrics._kernel not built (no C compiler at install time)")
 
 
 @pytest.fixture
@@ -53,13 +53,14 @@ def native_kernel() -> None:
 @pytest.fixture(params=("native", "opencv", "torch"))
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """Run the test with one back end of crbench.metrics forced on CPU: crbench's C kernel,
-    OpenCV, or torch convolutions (crbench.metrics_ssim.FilterBackend); returns it. A back
+    OpenCV, or torch convolutions (crbench.metrics.ssim.FilterBackend); returns it. A back
     end that is not installed is skipped (the C kernel: see :func:`require_native_kernel`).
     """
     import torch
 
-    from crbench import metrics_native, metrics_ssim
-    from crbench.metrics_ssim import FilterBackend
+    from crbench.metrics import native as metrics_native
+    from crbench.metrics import ssim as metrics_ssim
+    from crbench.metrics.ssim import FilterBackend
 
     chosen = FilterBackend(request.param)
     if chosen is FilterBackend.NATIVE:

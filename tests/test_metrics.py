@@ -35,7 +35,7 @@ from crbench.metrics import (
     sam_map,
     ssim_map,
 )
-from crbench.metrics_ssim import FilterBackend
+from crbench.metrics.ssim import FilterBackend
 
 # --------------------------------------------------------------------------- references
 
@@ -247,7 +247,7 @@ def test_grad_inputs_and_a_callers_autocast_do_not_change_results() -> None:
 def test_threaded_chunks_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several torch threads on CPU: chunks run in a worker pool; same numbers, and the
     caller's thread setting is restored."""
-    import crbench.metrics as metrics
+    import crbench.metrics.core as metrics
 
     monkeypatch.setitem(metrics._CHUNK_ELEMS, "cpu", 13 * 20 * 20)  # one sample per chunk
     rng = np.random.default_rng(15)
@@ -331,7 +331,7 @@ def test_a_bad_value_in_a_later_chunk_is_found(value: float, backend: FilterBack
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Values are checked chunk by chunk: a bad value in the last sample still fails, in
     compute_metrics, sam_map and ssim_map alike."""
-    import crbench.metrics as metrics
+    import crbench.metrics.core as metrics
 
     monkeypatch.setitem(metrics._CHUNK_ELEMS, "cpu", 13 * 8 * 8)  # one sample per chunk
     target = one_bad_value(value, b=3, sample=2)

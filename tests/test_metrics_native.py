@@ -1,4 +1,4 @@
-"""The back ends of crbench.metrics: crbench's C kernel (crbench._metrics_kernel), OpenCV
+"""The back ends of crbench.metrics: crbench's C kernel (crbench.metrics._kernel), OpenCV
 and torch give the documented values, and the kernel's wrapper guards its raw buffers.
 
 Agreement with the float64 references and scikit-image is tested per back end in
@@ -13,9 +13,11 @@ import pytest
 import torch
 from metrics_refs import ref_sam_map, ref_ssim_map, scene
 
-from crbench import metrics_native, metrics_ssim
-from crbench.metrics import _Workspace, compute_metrics, sam_map, ssim_map
-from crbench.metrics_ssim import FilterBackend, filter_backend, gaussian_window
+from crbench.metrics import compute_metrics, sam_map, ssim_map
+from crbench.metrics import native as metrics_native
+from crbench.metrics import ssim as metrics_ssim
+from crbench.metrics.core import _Workspace
+from crbench.metrics.ssim import FilterBackend, filter_backend, gaussian_window
 
 
 def test_identical_scaled_and_zero_spectra_on_every_back_end(backend: FilterBackend) -> None:

@@ -25,7 +25,7 @@ from crbench.data.io import read_s2, scale_s2
 from crbench.data.masks import MaskCache
 from crbench.errors import CheckpointError, PluginError, UsageError
 from crbench.metrics import compute_metrics
-from crbench.metrics_ssim import filter_backend
+from crbench.metrics.ssim import filter_backend
 from crbench.runner import ROW_COLUMNS, RunConfig, parse_shard, read_manifest, read_rows, run
 
 METHODS = "least_cloudy,mosaicing"

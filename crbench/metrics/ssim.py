@@ -12,7 +12,7 @@ the product maps before filtering, halo included, which adds them to the filtere
 Three back ends (:class:`FilterBackend`, chosen by :func:`filter_backend`) compute the
 same thing:
 
-- CPU, fastest: crbench's own C kernel (:mod:`crbench.metrics_native`), which streams each
+- CPU, fastest: crbench's own C kernel (:mod:`crbench.metrics.native`), which streams each
   plane once: the four moments of a row are blurred horizontally into a ring of 11 rows
   that stays in the L1 cache, and each output row is the vertical blur of the ring
   followed by the SSIM formula. Used whenever the kernel was built at install time.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics_native
+from . import native
 
 try:  # a dependency of s2cloudless, so normally present
     import cv2
@@ -62,7 +62,7 @@ def filter_backend(device: torch.device) -> FilterBackend:
     """The back end used for tensors on ``device``: the C kernel on CPU when it was built,
     else OpenCV on CPU when installed, else torch."""
     if device.type == "cpu":
-        if metrics_native.available():
+        if native.available():
             return FilterBackend.NATIVE
         if cv2 is not None:
             return FilterBackend.OPENCV
@@ -137,7 +137,7 @@ class SsimEngine:
         b, c = x.shape[:2]
         n = b * c
         if self.backend is FilterBackend.NATIVE:
-            planes = metrics_native.ssim_sums(
+            planes = native.ssim_sums(
                 x.reshape(n, *x.shape[2:]).contiguous(), y.reshape(n, *y.shape[2:]).contiguous(),
                 self.g, None if out_map is None else out_map.view(n, *out_map.shape[2:]))
             return planes.view(b, c).sum(dim=1)

@@ -1,14 +1,14 @@
 """Fused CPU kernels of :mod:`crbench.metrics`, from the optional C extension.
 
-``crbench/_metrics_kernel.c`` is compiled when crbench is installed (``pip install .`` or
+``crbench/metrics/_kernel.c`` is compiled when crbench is installed (``pip install .`` or
 ``-e .``); where no C compiler is available the install still succeeds without it, and the
 metrics run on OpenCV and torch instead: the same conventions and the same float32
 arithmetic, 2-3x slower on CPU. :func:`available` says whether the kernel is
-there; the chosen back end is :func:`crbench.metrics_ssim.filter_backend`.
+there; the chosen back end is :func:`crbench.metrics.ssim.filter_backend`.
 
 The kernel reads raw addresses, so every buffer handed to it is checked here first
 (device, dtype, contiguity, shape); it releases the GIL, so the worker threads of
-:func:`crbench.metrics._run_chunks` run it in parallel.
+:func:`crbench.metrics.core._run_chunks` run it in parallel.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 try:
-    from . import _metrics_kernel as _kernel
+    from . import _kernel
 except ImportError:  # pragma: no cover - built without a C compiler
     _kernel = None
 
@@ -44,7 +44,7 @@ def _address(t: torch.Tensor, name: str, dtype: torch.dtype, shape: Sequence[int
 
 def _kernel_or_raise() -> ModuleType:
     if _kernel is None:
-        raise RuntimeError("crbench._metrics_kernel is not built (no C compiler at install "
+        raise RuntimeError("crbench.metrics._kernel is not built (no C compiler at install "
                            "time); crbench.metrics uses OpenCV/torch instead")
     return _kernel
 
@@ -88,7 +88,7 @@ def sample_sums(x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None = 
         (totals, ranges): totals (b, 4) float64, the squared error summed over all bands and
         all / cloudy / clear pixels, and the spectral angle (radians) summed over pixels;
         ranges (b, 2) float32, the smallest and largest value of x and y together (NaN and
-        inf show as non-finite totals). The angle follows ``crbench.metrics._sam_parts``
+        inf show as non-finite totals). The angle follows ``crbench.metrics.core._sam_parts``
         and ``_sam_angles`` (exact 0 for identical spectra, zero spectra as documented
         there) with a float32 arctangent of about one rounding.
     """

@@ -30,15 +30,15 @@ Numerics: float32 arithmetic on chunks of the batch (one 13x256x256 sample at a 
 CPU, larger chunks on GPUs), no per-pixel Python loops; per-pixel band sums are float32
 (13 terms), SSIM column or row sums are float32 (H or W terms) and every other sum over
 pixels is accumulated in float64. Each chunk's values are checked as it is used. SSIM's
-local moments (:mod:`crbench.metrics_ssim`) come from separable float32 Gaussian filters of
+local moments (:mod:`crbench.metrics.ssim`) come from separable float32 Gaussian filters of
 images centred by a per-band level and padded with the centred value of zero, which
 reproduces zero padding exactly; centring limits the float32 cancellation in
 E[x^2] - mu^2. The SSIM map agrees with a float64 computation to a few 1e-6 on
 reflectance-like images (the mean over pixels much better).
 
-Back ends (:class:`~crbench.metrics_ssim.FilterBackend`, the same formulas and float32
+Back ends (:class:`~crbench.metrics.ssim.FilterBackend`, the same formulas and float32
 arithmetic in each, tested against each other and the float64 references): on CPU,
-crbench's C kernel (:mod:`crbench.metrics_native`, built at install time where a C compiler
+crbench's C kernel (:mod:`crbench.metrics.native`, built at install time where a C compiler
 exists) streams each sample once for SSIM and once for the squared error and SAM (with a
 float32 arctangent of about one rounding); without it, OpenCV filters and torch operations;
 on other devices, torch operations and depthwise convolutions. On CPU with several torch
@@ -67,10 +67,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import metrics_native
-from .constants import N_S2_BANDS
-from .errors import UsageError, parse_enum
-from .metrics_ssim import (
+from ..constants import N_S2_BANDS
+from ..errors import UsageError, parse_enum
+from . import native
+from .ssim import (
     SSIM_K1,
     SSIM_K2,
     SSIM_SIGMA,
@@ -296,7 +296,7 @@ class _Workspace:
         """The C kernel's (totals, ranges) for chunks in any memory layout (the kernel
         reads C-contiguous buffers; ``sam_out`` is always a slice of a fresh tensor)."""
         region = None if cloudy is None else cloudy.contiguous()
-        return metrics_native.sample_sums(x.contiguous(), y.contiguous(), region, sam_out)
+        return native.sample_sums(x.contiguous(), y.contiguous(), region, sam_out)
 
     def _torch_sums(self, x: torch.Tensor, y: torch.Tensor, cloudy: torch.Tensor | None,
                     sam_out: torch.Tensor | None) -> torch.Tensor:

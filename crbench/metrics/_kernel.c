@@ -1,7 +1,7 @@
 /* Fused CPU kernels of crbench.metrics (private; conventions in that module's docstring).
  *
  * ssim_sums: SSIM of float32 planes, streamed row by row. Each input row is centred by the
- *   plane's level c (a subsample mean, as in crbench.metrics_ssim), padded with the centred
+ *   plane's level c (a subsample mean, as in crbench.metrics.ssim), padded with the centred
  *   value of zero (-c) and turned into four moments (dx, dy, dx^2 + dy^2 + C2,
  *   dx dy + C2 / 2), which are blurred horizontally into a ring of 11 rows; each output row
  *   is the vertical blur of that ring followed by the SSIM formula. The image is processed
@@ -10,13 +10,13 @@
  *   in one pass over the data instead of a dozen.
  * sample_sums: per-sample float64 sums of the squared error over all, cloudy and clear
  *   pixels and of the spectral angle, from per-pixel band sums of (x - y)^2, x^2, y^2 and
- *   (x k - y)^2 with k = |y| / |x| (the formulation of crbench.metrics._sam_parts, exact for
+ *   (x k - y)^2 with k = |y| / |x| (the formulation of crbench.metrics.core._sam_parts, exact for
  *   identical spectra); the angle uses a branch-free float32 arctangent (atan01). It also
  *   returns the smallest and largest input value, so the caller needs no separate pass to
  *   validate the inputs.
  *
  * Both take raw addresses of C-contiguous float32 (float64 for the sums) buffers that the
- * Python wrapper (crbench.metrics_native) checks, and release the GIL while they run. Loops
+ * Python wrapper (crbench.metrics.native) checks, and release the GIL while they run. Loops
  * are written so that compilers vectorise them; on x86-64 with GCC an AVX2/FMA clone is
  * chosen at run time where the CPU has it.
  */
@@ -192,7 +192,7 @@ static inline float atan01(float t)
 }
 
 /* The spectral angle 2 atan2(|u - v|, |u + v|) from |x|^2, |y|^2 and w2 = |x k - y|^2 =
- * |y|^2 |u - v|^2 (crbench.metrics._sam_angles: a zero spectrum is the zero vector, pi/2
+ * |y|^2 |u - v|^2 (crbench.metrics.core._sam_angles: a zero spectrum is the zero vector, pi/2
  * against a non-zero one, 0 between two). */
 static inline float spectral_angle(float nx2, float ny2, float w2)
 {
@@ -380,10 +380,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
-    .m_name = "_metrics_kernel",
-    .m_doc = "Fused CPU kernels of crbench.metrics (private; see crbench.metrics_native).",
+    .m_name = "_kernel",
+    .m_doc = "Fused CPU kernels of crbench.metrics (private; see crbench.metrics.native).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__metrics_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
