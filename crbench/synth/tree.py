@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import ALL_ROIS, N_DATES, S1_BANDS, S2_BANDS, S2_MAX, SPLITS
-from .data.layout import file_path
-from .errors import UsageError
-from .synth_clouds import TruthClass, apply_clouds, plan_dates
-from .synth_noise import hash_uniform, key_hash
-from .synth_scene import (
+from ..constants import ALL_ROIS, N_DATES, S1_BANDS, S2_BANDS, S2_MAX, SPLITS
+from ..data.layout import file_path
+from ..errors import UsageError
+from .clouds import TruthClass, apply_clouds, plan_dates
+from .noise import hash_uniform, key_hash
+from .scene import (
     LandCover,
     backscatter,
     climate_for,
@@ -183,7 +183,7 @@ def load_truth(root: Path, roi: str, patch: int) -> PatchTruth:
     """Read the ground truth written by :func:`synthesize` for one patch."""
     path = truth_path(root, roi, patch)
     if not path.is_file():
-        from .errors import DatasetNotFoundError
+        from ..errors import DatasetNotFoundError
 
         raise DatasetNotFoundError(f"no ground truth for {roi} patch {patch}: {path} is "
                                    "missing (only trees made by `crbench synth` have one)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .synth_noise import fbm, hash_uniform, key_hash
+from .noise import fbm, hash_uniform, key_hash
 
 
 class LandCover(enum.IntEnum):

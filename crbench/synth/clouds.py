@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synth_noise import fractal_noise
+from .noise import fractal_noise
 
 
 class TruthClass(enum.IntEnum):
