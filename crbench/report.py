@@ -36,7 +36,7 @@ import pandas as pd
 
 from .errors import UsageError
 from .metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
-from .runner_store import read_spread
+from .runner.store import read_spread
 
 ABLATIONS: dict[str, str] = {"seqdm": "seqdm_no_tts"}
 """Method -> its registered ablation variant, shown side by side in Table 4."""

@@ -259,7 +259,7 @@ def test_select_samples_round_robin_limit_and_skipped() -> None:
 
 
 def test_rows_writer_repairs_a_partial_header(tmp_path: Path) -> None:
-    from crbench.runner_store import RowsWriter, read_row_dicts
+    from crbench.runner.store import RowsWriter, read_row_dicts
 
     path = tmp_path / "rows" / "m__L2__shard1of1.csv"
     path.parent.mkdir()

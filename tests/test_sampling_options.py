@@ -29,7 +29,7 @@ from crbench.runner import (
     run,
     select_samples,
 )
-from crbench.runner_store import SPREAD_COLUMNS
+from crbench.runner.store import SPREAD_COLUMNS
 from crbench_methods.seqdm import SeqDM
 
 L, K, STEPS, LIMIT = 2, 3, 2, 2

@@ -1,6 +1,6 @@
 """Files of a run directory: per-sample rows (append-safe CSV) and the manifest.
 
-Layout of a run directory (see :mod:`crbench.runner` for the whole picture)::
+Layout of a run directory (see :mod:`crbench.runner.execute` for the whole picture)::
 
     RUN/manifest.json                               config, versions, per method x L status
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv      one row per sample, DESIGN.md columns
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DataError, UsageError
+from ..errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd

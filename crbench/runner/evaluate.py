@@ -8,7 +8,7 @@ With ``--samples K`` (``mr.samples > 1``) ``method.predict_samples(inputs, K)`` 
 each is scored, the row holds the mean of each metric over the draws (the saved prediction is
 the mean image) and the spread sidecar the std over the draws (ddof 0). The spread line is
 written before the row, so a sample killed in between is recomputed on resume and its spread
-line repeated; :func:`crbench.runner_store.read_spread` keeps the last one.
+line repeated; :func:`crbench.runner.store.read_spread` keeps the last one.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .constants import S2_BANDS, S2_MAX
-from .errors import PluginError
-from .runner_store import (
+from ..constants import S2_BANDS, S2_MAX
+from ..errors import PluginError
+from .store import (
     SPREAD_COLUMNS,
     RowsWriter,
     done_keys,
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from .api import Batch, Method
-    from .runner import MethodRun, RunConfig
+    from ..api import Batch, Method
+    from .config import MethodRun, RunConfig
 
 
 def batch_seed(seed: int, method: str, seq_len: int, roi: str, patch: int) -> int:
@@ -139,8 +139,8 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
             device: torch.device) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader
 
-    from .api import collate
-    from .data.dataset import SEN12MSCRTS
+    from ..api import collate
+    from ..data.dataset import SEN12MSCRTS
 
     ds = SEN12MSCRTS(cfg.data, split=cfg.split, L=seq_len, region=cfg.region, sampler="fixed",
                      protocol=cfg.protocol, index=todo, only_matching=True, cache=cache,
@@ -176,7 +176,7 @@ def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: to
     """Per-sample mean and std (ddof 0) of each metric over the draws."""
     import torch
 
-    from .metrics import compute_metrics
+    from ..metrics import compute_metrics
 
     with torch.no_grad():
         per_draw = [compute_metrics(d, target, masks, cfg.mask_convention) for d in draws]

@@ -1,4 +1,4 @@
-"""`crbench run`: evaluate methods x L on a split, streaming resumable per-sample rows.
+"""The run loop of `crbench run`: evaluate methods x L on a split, streaming resumable rows.
 
 Run directory (``--out``; default ``results/run-<split>-<hash8>`` where the hash covers the
 settings that change results, so rerunning the same command resumes the same run)::
@@ -14,7 +14,7 @@ settings that change results, so rerunning the same command resumes the same run
               n_evaluated, n_skipped, checkpoint, status, samples, spread, updated}},
         skipped {method: {L: non-matching samples skipped, summed over shards}}
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv
-        header + one row per sample with exactly :data:`ROW_COLUMNS` (DESIGN.md): method, L,
+        header + one row per sample with exactly :data:`~.store.ROW_COLUMNS` (DESIGN.md): method, L,
         split, roi, patch, input_idx ("0;1;2"), target_idx, coverage (mean input coverage),
         nrmse_all, nrmse_cloudy, nrmse_clear, psnr, ssim, sam, seconds (method.predict wall
         time of the batch / batch size). Floats at full precision, NaN as "nan".
@@ -26,8 +26,10 @@ settings that change results, so rerunning the same command resumes the same run
     RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif     (--save-predictions)
         uint16 S2 DN (prediction x 10000), 13 bands named B01..B12, target's transform/CRS.
 
-Read the rows back with :func:`read_rows` (a run dir, a folder of run dirs/shards, or a list);
-the manifest with :func:`read_manifest`. Status values: :class:`RunStatus`.
+Read the rows back with :func:`crbench.runner.read_rows` (a run dir, a folder of run
+dirs/shards, or a list); the manifest with :func:`crbench.runner.read_manifest` (both in
+:mod:`.store`). Status values: :class:`~.config.RunStatus`. The per-batch loop is
+:mod:`.evaluate`.
 
 Resume: rows are appended and fsync'ed after every batch; on start the runner cuts off a
 partial last line left by a kill, skips every (roi, patch) already present in any rows file
@@ -39,217 +41,24 @@ and their union is the full run; ``--limit N`` keeps the first N matching sample
 from __future__ import annotations
 
 import datetime as _dt
-import enum
-import hashlib
-import json
 import platform
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import UsageError, parse_enum
-from .runner_store import (
-    MANIFEST_FORMAT,
-    ROW_COLUMNS,
-    check_run_dir,
-    read_manifest,
-    read_rows,
-    read_spread,
-    rows_path,
-    spread_path,
-    update_manifest,
-)
+from .. import __version__
+from ..errors import UsageError
+from .config import MethodRun, RunConfig, RunStatus, RunSummary
+from .evaluate import count_evaluated, evaluate
+from .store import MANIFEST_FORMAT, check_run_dir, rows_path, spread_path, update_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
-
-__all__ = ["ROW_COLUMNS", "MethodRun", "RunConfig", "RunStatus", "RunSummary", "default_out",
-           "parse_shard", "read_manifest", "read_rows", "read_spread", "run", "runtime_options",
-           "select_samples"]
-
-DEFAULT_RESULTS = Path("results")
-
-
-class RunStatus(enum.Enum):
-    """State of one method x L x shard in the manifest."""
-
-    RUNNING = "running"  # also what a killed run leaves behind
-    DONE = "done"
-    INTERRUPTED = "interrupted"  # Ctrl-C
-    FAILED = "failed"
-
-
-def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
-    """Parse ``"k/n"`` (1 <= k <= n) into ``(k, n)``.
-
-    Raises:
-        UsageError: anything else, naming the bad value and the expected form.
-    """
-    if isinstance(text, tuple):
-        k, n = text
-    else:
-        parts = str(text).strip().split("/")
-        try:
-            k, n = (int(p) for p in parts) if len(parts) == 2 else (0, 0)
-        except ValueError:
-            k, n = 0, 0
-    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
-        raise UsageError(f"--shard: bad value {text!r}; expected k/n with 1 <= k <= n, e.g. "
-                         "1/4 for the first of four shards")
-    return k, n
-
-
-def _positive(name: str, value: int | None, allow_none: bool = False, minimum: int = 1) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{name}: bad value {value!r}; expected an integer >= {minimum}")
-
-
-@dataclass
-class RunConfig:
-    """Settings of one ``crbench run`` invocation (validated and normalized on creation).
-
-    Attributes:
-        data: dataset root.
-        methods: registry names to evaluate.
-        seq_lens: the L values.
-        split: "test", "val", "train" or "all".
-        region: region name.
-        checkpoints: directory with ``<method>/L<L>/`` or ``<method>/`` checkpoints.
-        out: run directory; None -> :func:`default_out`.
-        shard: (k, n) or "k/n".
-        limit: evaluate only the first N matching samples of the shard.
-        mask_convention: "paper" or "toolbox" (crbench.metrics.MaskConvention).
-        protocol: "toolbox" or "strict" (crbench.data.sampler.Protocol).
-        batch_size: samples per batch.
-        workers: DataLoader worker processes (also used to compute missing masks).
-        device: torch device; None -> CUDA if available, else CPU.
-        save_predictions: write GeoTIFF predictions.
-        seed: seed for stochastic methods (reseeded per batch from seed, method, L, sample).
-        progress: show progress bars (stderr).
-        sample_steps: ``--steps``: respaced sampling steps, passed to methods that accept
-            ``sample_steps``; None -> each method's own setting (the checkpoint's).
-        samples: ``--samples``: K draws per input for methods that accept ``samples``; rows
-            hold the mean metric over the draws, ``rows/*.spread.csv`` the spread. Other
-            methods run once.
-    """
-
-    data: Path
-    methods: Sequence[str]
-    seq_lens: Sequence[int]
-    split: str = "test"
-    region: str = "all"
-    checkpoints: Path | None = None
-    out: Path | None = None
-    shard: tuple[int, int] | str = (1, 1)
-    limit: int | None = None
-    mask_convention: Any = "paper"
-    protocol: Any = "toolbox"
-    batch_size: int = 8
-    workers: int = 0
-    device: str | None = None
-    save_predictions: bool = False
-    seed: int = 0
-    progress: bool = True
-    sample_steps: int | None = None
-    samples: int = 1
-
-    def __post_init__(self) -> None:
-        from .data.index import check_split_region
-        from .data.sampler import Protocol, check_seq_len
-        from .metrics import MaskConvention
-
-        self.data = Path(self.data).expanduser().resolve()
-        if isinstance(self.methods, str):
-            self.methods = [m for m in self.methods.split(",") if m.strip()]
-        self.methods = list(dict.fromkeys(m.strip() for m in self.methods))
-        if not self.methods:
-            raise UsageError("--methods: empty; expected a comma-separated list of registered "
-                             "methods (see `crbench methods`), e.g. least_cloudy,mosaicing")
-        if not self.seq_lens:
-            raise UsageError("--L: empty; expected one or more sequence lengths, e.g. 3 4 5")
-        self.seq_lens = list(dict.fromkeys(check_seq_len(L) for L in self.seq_lens))
-        check_split_region(self.split, self.region)
-        if self.checkpoints is not None:
-            self.checkpoints = Path(self.checkpoints).expanduser().resolve()
-        self.shard = parse_shard(self.shard)
-        _positive("--limit", self.limit, allow_none=True)
-        _positive("--batch-size", self.batch_size)
-        _positive("--workers", self.workers, minimum=0)
-        _positive("--steps", self.sample_steps, allow_none=True)
-        _positive("--samples", self.samples)
-        self.mask_convention = parse_enum(MaskConvention, self.mask_convention,
-                                           "--mask-convention")
-        self.protocol = Protocol.parse(self.protocol)
-        self.out = Path(self.out) if self.out is not None else default_out(self)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that change result values; a resumed run dir must share them.
-        ``sample_steps`` / ``samples`` appear only when not default, so runs without them keep
-        their identity (and default run directory)."""
-        ident = {"data": str(self.data), "split": self.split, "region": self.region,
-                 "mask_convention": self.mask_convention.value,
-                 "protocol": self.protocol.value, "seed": self.seed,
-                 "checkpoints": str(self.checkpoints) if self.checkpoints else None}
-        ident.update(self.sampling())
-        return ident
-
-    def sampling(self) -> dict[str, int]:
-        """``--steps`` / ``--samples`` as given (only the non-default ones)."""
-        out = {"sample_steps": self.sample_steps} if self.sample_steps is not None else {}
-        return {**out, "samples": self.samples} if self.samples != 1 else out
-
-    def session(self) -> dict[str, Any]:
-        """The per-invocation settings (recorded, free to change between resumes)."""
-        return {"methods": list(self.methods), "L": list(self.seq_lens),
-                "shard": f"{self.shard[0]}/{self.shard[1]}", "limit": self.limit,
-                "batch_size": self.batch_size, "workers": self.workers, "device": self.device,
-                "save_predictions": self.save_predictions,
-                "sample_steps": self.sample_steps, "samples": self.samples}
-
-
-
-
-def default_out(cfg: RunConfig, results: Path = DEFAULT_RESULTS) -> Path:
-    """``results/run-<split>-<hash8>``; the hash covers :meth:`RunConfig.identity`, so the
-    same command resumes the same directory and other settings get another one."""
-    digest = hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True).encode()).hexdigest()
-    return Path(results) / f"run-{cfg.split}-{digest[:8]}"
-
-
-@dataclass
-class MethodRun:
-    """Outcome of one method at one L for the shard (what the manifest's ``runs`` holds)."""
-
-    method: str
-    L: int
-    shard: str
-    rows: str
-    n_index: int = 0  # index rows (patches) of the shard
-    n_selected: int = 0  # matching samples selected (after --limit)
-    n_evaluated: int = 0  # selected samples with a row (this session or before)
-    n_new: int = 0  # rows written by this session
-    n_skipped: int = 0  # non-matching samples skipped
-    checkpoint: str | None = None
-    status: str = RunStatus.RUNNING.value
-    samples: int = 1  # draws per input (1 for methods that do not accept --samples)
-    spread: str | None = None  # spread sidecar (relative to the run dir) when samples > 1
-    seconds: float = 0.0  # wall time of this session for this method x L
-
-
-@dataclass
-class RunSummary:
-    """What :func:`run` did."""
-
-    run_dir: Path
-    runs: list[MethodRun] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- environment
@@ -283,7 +92,7 @@ def _now() -> str:
 
 
 def _start_manifest(cfg: RunConfig, device: torch.device) -> None:
-    from .metrics.ssim import filter_backend
+    from ..metrics.ssim import filter_backend
 
     session = {"started": _now(), "host": socket.gethostname(), "crbench_version": __version__,
                "git": _git_hash(), "metrics_backend": filter_backend(device).value,
@@ -347,8 +156,8 @@ def select_samples(index: pd.DataFrame, shard: tuple[int, int], limit: int | Non
 
 def _check_methods(cfg: RunConfig) -> dict[str, bool]:
     """Import every method and check checkpoints exist before any work; name -> trainable."""
-    from .errors import CheckpointError
-    from .registry import find_checkpoint, get_method_class, is_trainable
+    from ..errors import CheckpointError
+    from ..registry import find_checkpoint, get_method_class, is_trainable
 
     trainable = {}
     for name in cfg.methods:
@@ -371,8 +180,8 @@ def _check_methods(cfg: RunConfig) -> dict[str, bool]:
 
 def _check_checkpoint(name: str, seq_len: int, path: Path, per_l: Path) -> None:
     """Fail before any work if a checkpoint lacks its config or was trained for another L."""
-    from .errors import CheckpointError
-    from .torchutil import read_config
+    from ..errors import CheckpointError
+    from ..torchutil import read_config
 
     try:
         config = read_config(path)
@@ -389,7 +198,7 @@ def _check_checkpoint(name: str, seq_len: int, path: Path, per_l: Path) -> None:
 def _device(cfg: RunConfig) -> torch.device:
     import torch
 
-    from .torchutil import pick_device
+    from ..torchutil import pick_device
 
     try:
         device = pick_device(cfg.device)
@@ -417,7 +226,7 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
         DatasetNotFoundError / DataError: missing or broken data.
         KeyboardInterrupt: Ctrl-C (rows written so far are kept; rerun to resume).
     """
-    from . import distributed
+    from .. import distributed
 
     trainable = _check_methods(cfg)
     device = _device(cfg)
@@ -449,9 +258,9 @@ def compose_shard(shard: tuple[int, int], rank: int, world_size: int) -> tuple[i
 
 def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
              trainable: dict[str, bool]) -> None:
-    from . import distributed
-    from .data.index import build_index
-    from .data.masks import MaskCache
+    from .. import distributed
+    from ..data.index import build_index
+    from ..data.masks import MaskCache
 
     cache = MaskCache(cfg.data)
     main = distributed.info().is_main
@@ -486,7 +295,7 @@ def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
 
 def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.device) -> Any:
     """The method with its runtime options; sets ``mr.samples`` / ``mr.spread``."""
-    from .registry import create_method, get_method_class
+    from ..registry import create_method, get_method_class
 
     options = runtime_options(cfg, get_method_class(mr.method).runtime_options)
     mr.samples = options.get("samples", 1)
@@ -505,8 +314,7 @@ def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.devi
 def _run_one(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame, cache: Any,
              device: torch.device, trainable: bool) -> None:
     """One method at one L, keeping the manifest's status up to date."""
-    from .registry import find_checkpoint
-    from .runner_eval import count_evaluated, evaluate
+    from ..registry import find_checkpoint
 
     start = time.perf_counter()
     ckpt = find_checkpoint(cfg.checkpoints, mr.method, mr.L) if trainable else None
