@@ -14,7 +14,6 @@ import pytest
 
 from crbench.cli.main import main
 from crbench.errors import UsageError
-from crbench.figures import CATEGORIES, categorize, choose_examples, example_figure
 from crbench.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 from crbench.report import (
     Format,
@@ -24,6 +23,7 @@ from crbench.report import (
     read_rows,
     table1,
 )
+from crbench.report.figures import CATEGORIES, categorize, choose_examples, example_figure
 
 METHODS = {"least_cloudy": 0.12, "mosaicing": 0.09, "seqdm": 0.05, "seqdm_no_tts": 0.06}
 COVERAGES = [0.0, 0.05, 0.0999, 0.1, 0.25, 0.3, 0.5, 0.7, 0.95, 1.0, 0.6, 0.8]

@@ -1,9 +1,9 @@
 """Result tables of crbench runs (Tables 1-4 of the paper) in Markdown, CSV and LaTeX.
 
 Input is one or several run directories written by ``crbench run`` (``manifest.json`` plus
-``rows/*.csv``, one row per method x L x sample, DESIGN.md "Per-sample results"). Shards and
-several run directories under one folder are merged; a sample present twice with identical
-values (e.g. a resumed run) counts once.
+``rows/*.csv``, one row per method x L x sample, DESIGN.md "Per-sample results"), read by
+:mod:`crbench.report.runs`. Shards and several run directories under one folder are merged; a
+sample present twice with identical values (e.g. a resumed run) counts once.
 
 Tables (all means over samples, ignoring NaN, as in DESIGN.md):
 
@@ -24,31 +24,21 @@ bootstrap 95 % interval of :func:`crbench.metrics.aggregate` is shown as ``mean 
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import UsageError
-from .metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
-from .runner.store import read_spread
+from ..errors import UsageError
+from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
+from .runs import manifest_value, method_sort_key
 
 ABLATIONS: dict[str, str] = {"seqdm": "seqdm_no_tts"}
 """Method -> its registered ablation variant, shown side by side in Table 4."""
 
-METHOD_ORDER: tuple[str, ...] = (
-    "least_cloudy", "mosaicing", "stgan", "seq2point", "seqdm", "seqdm_no_tts")
-"""Display order of the built-in methods; other methods follow alphabetically."""
-
-SAMPLE_KEY: tuple[str, ...] = ("method", "L", "split", "roi", "patch", "input_idx", "target_idx")
-DEFAULT_RESULTS_ROOT = Path("results")
-REPORT_DIR = "report"
-MANIFEST = "manifest.json"
 N_BINS = 10
 _BIN_EPS = 1e-9  # coverage k/N * 10 may land a hair below an integer; counts as that bin
 
@@ -75,84 +65,15 @@ class Format(enum.Enum):
         return "." + self.value
 
 
-# ----------------------------------------------------------------------------- reading
-
-
-def latest_run(results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:
-    """The most recently written run directory under ``results_root`` (``baseline/`` excluded).
-
-    A run directory is one holding ``manifest.json``; "most recent" is the newest
-    modification time of its manifest or row files.
-
-    Raises:
-        UsageError: no run directory exists under ``results_root``.
-    """
-    root = Path(results_root)
-    runs = [m.parent for m in root.rglob(MANIFEST)
-            if "baseline" not in m.relative_to(root).parts and REPORT_DIR not in m.parent.parts]
-    if not runs:
-        raise UsageError(f"--results: no run directory (with {MANIFEST}) under {root}; "
-                         "run `crbench run --data ROOT --methods ... --out DIR` first or "
-                         "pass --results DIR")
-
-    def stamp(run: Path) -> int:
-        files = [run / MANIFEST, *(run / "rows").glob("*.csv")]
-        return max(f.stat().st_mtime_ns for f in files if f.exists())
-
-    return max(runs, key=lambda r: (stamp(r), str(r)))
-
-
-def _as_dirs(results: Path | str | Sequence[Path]) -> list[Path]:
-    return [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
-
-
-def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
-    """All per-sample rows under one or several result directories, merged.
-
-    Every ``rows/*.csv`` below each directory (run directories, shards, a folder of runs) is
-    read with :func:`crbench.runner.read_rows` (rows repeated with the same values, as a
-    resumed run may leave them, count once).
-
-    Raises:
-        UsageError: no rows found, a foreign rows file, or one sample appearing with
-            different values (two different runs mixed; pass one run directory).
-    """
-    from .runner import read_rows as read_run_rows
-
-    dirs = _as_dirs(results)
-    rows = read_run_rows(dirs)
-    if rows.empty:
-        raise UsageError(f"--results: no result rows (rows/*.csv) under "
-                         f"{', '.join(map(str, dirs))}; expected a run directory of "
-                         "`crbench run`")
-    return _dedupe(rows)
-
-
-def _dedupe(rows: pd.DataFrame) -> pd.DataFrame:
-    dup = rows.duplicated(subset=list(SAMPLE_KEY), keep=False)
-    if dup.any():
-        first = rows[dup].iloc[0]
-        raise UsageError(
-            f"--results: sample {first['roi']} patch {first['patch']} of method "
-            f"{first['method']} at L={first['L']} appears with different values in "
-            f"{int(dup.sum())} rows, so two different runs are mixed; pass a single run "
-            "directory with --results")
-    return rows
-
-
-def read_manifests(results: Path | Sequence[Path]) -> list[dict[str, Any]]:
-    """The parsed ``manifest.json`` files below the result directories (unreadable ones are
-    skipped: notes derived from them are then omitted)."""
-    out = []
-    for d in _as_dirs(results):
-        for m in sorted(d.rglob(MANIFEST)):
-            try:
-                data = json.loads(m.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(data, dict):
-                out.append({**data, "_path": str(m)})
-    return out
+def parse_format(value: Format | str) -> Format:
+    """``Format`` from its value; UsageError naming ``--format`` otherwise."""
+    if isinstance(value, Format):
+        return value
+    try:
+        return Format(str(value).lower())
+    except ValueError:
+        raise UsageError(f"--format: unknown value {value!r}; expected one of "
+                         f"{', '.join(f.value for f in Format)}") from None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -168,11 +89,6 @@ def bin_label(i: int) -> str:
     """Label of coverage bin ``i``: ``"0-10 %"`` ... ``"90-100 %"``."""
     step = 100 // N_BINS
     return f"{i * step}-{(i + 1) * step} %"
-
-
-def method_sort_key(name: str) -> tuple[int, str]:
-    """Built-in methods in :data:`METHOD_ORDER`, then the rest alphabetically."""
-    return (METHOD_ORDER.index(name), "") if name in METHOD_ORDER else (len(METHOD_ORDER), name)
 
 
 def summarize(rows: pd.DataFrame, by: Sequence[str], ci: bool = False, n_boot: int = 1000,
@@ -440,52 +356,7 @@ def _to_latex(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------- report
-
-
-@dataclass
-class ReportResult:
-    """What :func:`build_report` produced.
-
-    Attributes:
-        results: the result directories read.
-        out_dir: where the table (and figure) files were written.
-        fmt: table format.
-        tables: the tables, in order.
-        files: table files written.
-        figures: figure files written (PNG and PDF).
-        messages: remarks about figures (skipped methods, missing categories).
-    """
-
-    results: list[Path]
-    out_dir: Path
-    fmt: Format
-    tables: list[Table]
-    files: list[Path] = field(default_factory=list)
-    figures: list[Path] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-
-    def text(self) -> str:
-        """All tables as the CLI prints them (CSV tables get ``# title`` / ``# note`` lines)."""
-        parts = []
-        for t in self.tables:
-            body = t.render(self.fmt)
-            if self.fmt is Format.CSV:
-                body = "\n".join([f"# {t.title}", body.rstrip("\n"),
-                                  *(f"# note: {n}" for n in t.notes)]) + "\n"
-            parts.append(body)
-        return "\n".join(parts)
-
-
-def parse_format(value: Format | str) -> Format:
-    """``Format`` from its value; UsageError naming ``--format`` otherwise."""
-    if isinstance(value, Format):
-        return value
-    try:
-        return Format(str(value).lower())
-    except ValueError:
-        raise UsageError(f"--format: unknown value {value!r}; expected one of "
-                         f"{', '.join(f.value for f in Format)}") from None
+# ----------------------------------------------------------------------------- notes
 
 
 def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) -> list[str]:
@@ -503,14 +374,6 @@ def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) 
     if "stgan" in set(methods):
         notes.append(STGAN_NOTE)
     return notes
-
-
-def manifest_value(manifest: dict[str, Any], key: str) -> Any:
-    """``manifest[key]``, else ``manifest["config"][key]``, else None."""
-    if key in manifest:
-        return manifest[key]
-    config = manifest.get("config")
-    return config.get(key) if isinstance(config, dict) else None
 
 
 def _skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
@@ -532,66 +395,3 @@ def _skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
         for L, n in per_L.items():
             out[L] = out.get(L, 0) + n
     return out
-
-
-def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: bool = False,
-                 fmt: Format | str = Format.MD, ci: bool = False, L: int | None = None,
-                 out: Path | None = None, figures: bool = False, n_boot: int = 1000,
-                 results_root: Path = DEFAULT_RESULTS_ROOT, progress: bool = False
-                 ) -> ReportResult:
-    """Build Tables 1, 2, 4 (and 3 with ``by_coverage``, and the spread table when the runs
-    drew several samples per input), write them to files and optionally draw Figures 3 and 4.
-
-    Args:
-        results: run directory (or several, or a folder of runs / shards); default the most
-            recent run under ``results_root`` (:func:`latest_run`).
-        by_coverage: add Table 3.
-        fmt: ``md``, ``csv`` or ``tex``.
-        ci: show bootstrap 95 % intervals.
-        L: the L of Table 1 (default: the smallest L present).
-        out: output directory (default ``<first results dir>/report``).
-        figures: draw Figures 3 and 4 into ``<out>/figures``.
-        n_boot: bootstrap resamples for ``ci``.
-        results_root: where to look for the most recent run when ``results`` is None.
-        progress: progress bars (stderr) while drawing figures.
-
-    Raises:
-        UsageError: no rows, bad format, or ``L`` not present.
-    """
-    fmt = parse_format(fmt)
-    dirs = [latest_run(results_root)] if results is None else _as_dirs(results)
-    for d in dirs:
-        if not d.is_dir():
-            raise UsageError(f"--results: {d} is not a directory; expected a run directory "
-                             "of `crbench run`")
-    rows = read_rows(dirs)
-    manifests = read_manifests(dirs)
-    Ls = sorted(int(v) for v in rows["L"].unique())
-    if L is None:
-        L = Ls[0]
-    elif L not in Ls:
-        raise UsageError(f"--L: no results at L={L}; the results hold L = "
-                         f"{', '.join(map(str, Ls))}")
-    notes = manifest_notes(manifests, rows["method"].unique())
-    tables = [table1(rows, L, ci, n_boot, notes), table2(rows, ci, n_boot, notes)]
-    if by_coverage:
-        tables.append(table3(rows, ci, n_boot, notes))
-    t4 = table4(rows, ci, n_boot, notes)
-    if t4 is not None:
-        tables.append(t4)
-    spread = spread_table(read_spread(dirs))
-    if spread is not None:
-        tables.append(spread)
-    out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(dirs, out_dir, fmt, tables)
-    for t in tables:
-        path = out_dir / f"{t.name}{fmt.suffix}"
-        path.write_text(t.render(fmt))
-        result.files.append(path)
-    if figures:
-        from .figures import make_figures
-
-        drawn = make_figures(rows, manifests, dirs, out_dir / "figures", L=L, progress=progress)
-        result.figures, result.messages = drawn.files, drawn.messages
-    return result

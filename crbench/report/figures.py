@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .constants import RGB_IDX, TARGET_CLEAR_MAX
+from ..constants import RGB_IDX, TARGET_CLEAR_MAX
+from .runs import manifest_value, method_sort_key
 
 RGB_GAIN = 3.5
 HIST_METRICS: tuple[tuple[str, str], ...] = (
@@ -68,8 +69,6 @@ def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _method_order(methods: Sequence[str]) -> list[str]:
-    from .report import method_sort_key
-
     return sorted(set(methods), key=method_sort_key)
 
 
@@ -182,7 +181,7 @@ def read_prediction(path: Path) -> np.ndarray:
     """A saved prediction as (13, H, W) reflectance in [0, 1] (integer files are S2 DN)."""
     import rasterio
 
-    from .data.io import read_raster, scale_s2
+    from ..data.io import read_raster, scale_s2
 
     with rasterio.open(path) as src:
         is_int = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
@@ -194,8 +193,8 @@ def _input_coverages(samples: pd.DataFrame, data_root: Path, split: str,
                      progress: bool) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
-    from .data.index import scan_tree
-    from .data.masks import MaskCache
+    from ..data.index import scan_tree
+    from ..data.masks import MaskCache
 
     records = {(r.roi, r.patch): r for r in scan_tree(data_root, split=split)}
     cache = MaskCache(data_root)
@@ -211,8 +210,8 @@ def _input_coverages(samples: pd.DataFrame, data_root: Path, split: str,
 
 def _draw_examples(examples: dict[str, Example | None], data_root: Path, split: str, L: int,
                    preds: dict[str, list[Path]]) -> Any:
-    from .data.index import scan_tree
-    from .data.io import read_s2, scale_s2
+    from ..data.index import scan_tree
+    from ..data.io import read_s2, scale_s2
 
     plt = _pyplot()
     records = {(r.roi, r.patch): r for r in scan_tree(data_root, split=split)}
@@ -282,8 +281,6 @@ def make_figures(rows: pd.DataFrame, manifests: Sequence[dict[str, Any]],
                  ) -> FigureResult:
     """Figures 4 and 3 of a report. Figure 3 needs the run's data root (manifest ``data``);
     when it is unknown or gone, only Figure 4 is drawn and a message says why."""
-    from .report import manifest_value
-
     result = FigureResult(files=histogram_figure(rows, out_dir))
     roots = [Path(str(manifest_value(m, "data"))) for m in manifests if manifest_value(m, "data")]
     root = next((r for r in roots if r.is_dir()), None)
