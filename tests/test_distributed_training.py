@@ -3,7 +3,7 @@ training with the same global batch: same final weights (up to float summation o
 same history losses; resume works under DDP.
 
 The synthetic train split has 3 usable samples, so with a global batch of 2 every epoch ends
-with a 1-sample batch: rank 1 then re-reads it with loss weight 0 (crbench.training_data.Share),
+with a 1-sample batch: rank 1 then re-reads it with loss weight 0 (crbench.training.batches.Share),
 and these comparisons cover that path too."""
 
 from __future__ import annotations

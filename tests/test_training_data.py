@@ -1,4 +1,4 @@
-"""Training batches (crbench.training_data): each rank's share of a global batch, loss weights
+"""Training batches (crbench.training.batches): each rank's share of a global batch, loss weights
 for uneven batches, and persistent DataLoader workers that follow the epoch."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from crbench.data.dataset import SEN12MSCRTS
 from crbench.errors import UsageError
-from crbench.training_data import (
+from crbench.training.batches import (
     DatasetSource,
     ShardedBatchSampler,
     check_global_batch,

@@ -42,7 +42,7 @@ from crbench import distributed
 from crbench.api import Batch, Inputs, collate
 from crbench.errors import CheckpointError, DataError
 from crbench.torchutil import autocast, grad_scaler, load_trainer_state
-from crbench.training_data import (
+from crbench.training.batches import (
     DatasetSource,
     Share,
     check_global_batch,
@@ -121,7 +121,7 @@ class Trainer:
     def _update(self, losses: Losses, weight: float = 1.0) -> float:
         loss = losses.loss.mean()
         self.opt.zero_grad(set_to_none=True)
-        # weight != 1: uneven last global batch under DDP (see crbench.training_data.Share)
+        # weight != 1: uneven last global batch under DDP (see crbench.training.batches.Share)
         self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
         self.scaler.unscale_(self.opt)
         clip = float(self.cfg["grad_clip"])

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
-from .api import Batch, Sample, collate
-from .errors import DatasetNotFoundError, UsageError
+from ..api import Batch, Sample, collate
+from ..errors import DatasetNotFoundError, UsageError
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def weighted_mean_over_ranks(values: dict[str, float], weight: float,
                              keys: Sequence[str] | None = None) -> dict[str, float]:
     """Global-batch means of per-rank means ``values`` (see :class:`Share`); a no-op outside
     a process group."""
-    from . import distributed
+    from .. import distributed
 
     if not distributed.info().enabled:
         return dict(values)
@@ -218,8 +218,8 @@ def weighted_mean_over_ranks(values: dict[str, float], weight: float,
 def main_first(fn: Any) -> Any:
     """``fn()`` on rank 0, then on the other ranks (rank 0 fills the mask cache; the others
     only read it). If rank 0 fails, the other ranks raise instead of waiting forever."""
-    from . import distributed
-    from .errors import DataError
+    from .. import distributed
+    from ..errors import DataError
 
     info = distributed.info()
     if not info.enabled:

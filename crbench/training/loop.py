@@ -1,9 +1,10 @@
 """Generic training loop shared by the learned methods (Seq2point, STGAN, SeqDM).
 
 The loop knows nothing about a particular network: a method hands it a :class:`TrainParts`
-(the model whose weights form the checkpoint, its config, a ``step_fn`` that does one
-optimisation step on a batch and returns its losses, the optimizers/schedulers to checkpoint,
-extra modules such as a GAN discriminator, and a ``predict_fn`` used for validation PSNR).
+(:mod:`crbench.training.context`: the model whose weights form the checkpoint, its config, a
+``step_fn`` that does one optimisation step on a batch and returns its losses, the
+optimizers/schedulers to checkpoint, extra modules such as a GAN discriminator, and a
+``predict_fn`` used for validation PSNR).
 
 Typical use inside ``TrainableMethod.fit`` (see ``crbench_methods.seq2point``)::
 
@@ -38,7 +39,7 @@ Without a checkpoint in ``out``, ``resume=True`` starts afresh.
 Distributed data parallel (``torchrun --nproc_per_node=N -m crbench.cli.main train ...``):
 :func:`fit_on_dataset` opens a :func:`crbench.distributed.session` (NCCL on CUDA, one GPU per
 local rank; gloo on CPU). ``batch_size`` is the GLOBAL batch: each rank loads its
-:class:`~crbench.training_data.Share` (positions ``rank::world``) of every single-process
+:class:`~crbench.training.batches.Share` (positions ``rank::world``) of every single-process
 batch, so for the same global batch size the run follows single-process training (up to the
 order of float summation). The Trainer wraps ``parts.model`` and every ``extra_modules``
 entry with trainable parameters in ``DistributedDataParallel``; ``step_fn`` must run its
@@ -57,10 +58,8 @@ After the first step the ranks' weights are compared: a ``step_fn`` that bypasse
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,189 +68,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
-from .api import Batch, Inputs, collate
-from .errors import CheckpointError, DatasetNotFoundError, PluginError, UsageError
-from .torchutil import (
+from .. import distributed
+from ..api import Batch, collate
+from ..errors import CheckpointError, DatasetNotFoundError, PluginError, UsageError
+from ..torchutil import (
     TRAINER_FILE,
-    autocast,
     check_config,
     eval_mode,
-    grad_scaler,
     load_checkpoint,
     load_trainer_state,
     pick_device,
     read_config,
     save_checkpoint,
 )
-from .training_data import (  # noqa: F401  (re-exported: part of this module's surface)
+from .batches import (
     BatchSource,
     DatasetSource,
-    RepeatSource,
     Share,
     batch_size_of,
     check_global_batch,
     main_first,
     weighted_mean_over_ranks,
 )
+from .context import StepContext, TrainParts
+from .options import TrainOptions, check_fit_args
 
 HISTORY_FILE = "history.csv"
-
-StepFn = Callable[[Batch, "StepContext"], Mapping[str, float]]
-PredictFn = Callable[[Inputs], torch.Tensor]
-
-
-# ----------------------------------------------------------------------------- configuration
-def resolve_config(presets: Mapping[str, Mapping[str, Any]], preset: str,
-                   overrides: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """Merge ``overrides`` into ``presets[preset]``, checking names and types.
-
-    Args:
-        presets: preset name -> full config dict (every allowed key appears in each preset).
-        preset: chosen preset.
-        overrides: user values (e.g. from ``--set KEY=VALUE``).
-        method: method name, for messages and the ``"method"`` key of the result.
-
-    Returns:
-        A new dict with ``method`` and ``preset`` keys added.
-
-    Raises:
-        UsageError: unknown preset, unknown key or a value of the wrong type.
-    """
-    if preset not in presets:
-        raise UsageError(f"preset: unknown value {preset!r} for {method}; expected one of "
-                         f"{', '.join(presets)}")
-    cfg = dict(presets[preset])
-    for key, value in overrides.items():
-        if key not in cfg:
-            raise UsageError(f"{key}: unknown setting for {method}; expected one of "
-                             f"{', '.join(sorted(cfg))}")
-        cfg[key] = _check_type(key, value, cfg[key])
-    cfg.update(method=method, preset=preset)
-    return cfg
-
-
-def _check_type(key: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the type of ``default`` (int -> float allowed), else UsageError."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise UsageError(f"{key}: bad value {value!r}; expected a {type(default).__name__} "
-                         f"like {default!r}")
-    return value
-
-
-def linear_decay(total_steps: int, start_fraction: float = 0.5) -> Callable[[int], float]:
-    """LR factor: 1 until ``start_fraction * total_steps``, then linearly down to 0 at the end."""
-    start = int(total_steps * start_fraction)
-    span = max(total_steps - start, 1)
-
-    def factor(step: int) -> float:
-        return 1.0 if step < start else max(0.0, (total_steps - step) / span)
-
-    return factor
-
-
-def to_network_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return x * 2.0 - 1.0
-
-
-def from_network_range(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1], clamped, float32."""
-    return ((x.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------- parts / context
-@dataclass
-class TrainParts:
-    """What a method gives the loop. See the module docstring.
-
-    Attributes:
-        model: module whose ``state_dict`` is the checkpoint's ``model.safetensors``.
-        config: the method's JSON-able config (``config.json``; checked on resume).
-        step_fn: one optimisation step on a batch -> losses.
-        optimizers: name -> optimizer (checkpointed; ``ctx.backward_step`` uses the names).
-        schedulers: name -> LR scheduler, stepped after every step.
-        extra_modules: name -> module saved in ``trainer.pt`` only (e.g. a discriminator).
-        predict_fn: Inputs -> prediction in [0, 1] for validation PSNR (None: no validation).
-        target_bands: target bands compared with ``predict_fn``'s output (None: all).
-        unused_parameters: True when a step may leave trainable parameters out of the graph
-            (e.g. a frozen branch); DDP then looks for them every step (slower).
-    """
-
-    model: nn.Module
-    config: dict[str, Any]
-    step_fn: StepFn
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, Any] = field(default_factory=dict)
-    extra_modules: dict[str, nn.Module] = field(default_factory=dict)
-    predict_fn: PredictFn | None = None
-    target_bands: Sequence[int] | None = None
-    unused_parameters: bool = False
-
-
-class StepContext:
-    """Per-run state handed to ``step_fn``: device, counters, AMP helpers, DDP wrappers and
-    this rank's :class:`Share` of the current global batch (``ctx.share``)."""
-
-    def __init__(self, device: torch.device, optimizers: Mapping[str, torch.optim.Optimizer],
-                 total_steps: int, amp: bool = True) -> None:
-        self.device = device
-        self.optimizers = dict(optimizers)
-        self.total_steps = total_steps
-        self.amp = amp
-        self.step = 0
-        self.epoch = 0
-        self.scalers = {name: grad_scaler(device) for name in self.optimizers}
-        self.share: Share | None = None  # set by the Trainer for every batch
-        self._ddp: dict[int, nn.Module] = {}
-
-    def batch_share(self, local_size: int) -> Share:
-        """This rank's :class:`Share` of the current global batch (the whole batch of
-        ``local_size`` samples when no Trainer set one)."""
-        return self.share if self.share is not None else Share.whole(local_size)
-
-    def ddp(self, module: nn.Module) -> nn.Module:
-        """``module``'s DistributedDataParallel wrapper under torchrun, else ``module``.
-        Forward passes whose gradients should be averaged over ranks go through it."""
-        return self._ddp.get(id(module), module)
-
-    def wrap(self, modules: Sequence[nn.Module], find_unused: bool = False) -> None:
-        """Wrap the modules with trainable parameters in DDP (only in a process group)."""
-        if not distributed.info().enabled:
-            return
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        for module in modules:
-            if id(module) not in self._ddp and any(p.requires_grad
-                                                   for p in module.parameters()):
-                self._ddp[id(module)] = DistributedDataParallel(
-                    module, device_ids=ids, find_unused_parameters=find_unused)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision on CUDA (see crbench.torchutil.autocast), no-op on CPU."""
-        return autocast(self.device, enabled=self.amp)
-
-    def backward_step(self, loss: torch.Tensor, name: str) -> None:
-        """Backward ``loss``, step optimizer ``name`` through its GradScaler, zero its grads."""
-        opt, scaler = self.optimizers[name], self.scalers[name]
-        if self.share is not None and self.share.weight != 1.0:  # uneven last global batch
-            loss = loss * self.share.weight  # under DDP (see Share)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -510,40 +352,8 @@ def write_history(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
 
 
 # ----------------------------------------------------------------------------- data-set driver
-@dataclass
-class TrainOptions:
-    """Run options of ``fit`` (not part of a model's config).
-
-    ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split are
-    used for validation PSNR every ``val_every`` steps (None: every epoch).
-    """
-
-    seq_len: int
-    batch_size: int
-    steps: int | None = None
-    epochs: int = 1
-    device: str | None = None
-    resume: bool = False
-    seed: int = 0
-    progress: bool = True
-    workers: int = 0
-    region: str = "all"
-    crop: int | None = None
-    val_samples: int = 4
-    val_every: int | None = None
-    log_every: int = 10
-
-
-def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:
-    """UsageError for non-positive steps/batch size/crop or negative workers."""
-    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1),
-                             ("crop", crop, 2), ("workers", workers, 0)):
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise UsageError(f"{name}: bad value {value!r}; expected an integer >= {low}")
-
-
 def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
-    from .data.dataset import SEN12MSCRTS
+    from ..data.dataset import SEN12MSCRTS
 
     kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
                               "sampler": sampler, "seed": opts.seed, "crop": opts.crop}

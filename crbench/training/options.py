@@ -1,0 +1,117 @@
+"""Configuration of a learned method's training: presets with overrides, run options.
+
+:func:`resolve_config` (a preset merged with ``--set`` overrides, names and types checked),
+:class:`TrainOptions` (the run options of ``fit``), :func:`linear_decay` (an LR schedule for
+``LambdaLR``) and the [0, 1] <-> [-1, 1] conversions of network inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+
+
+def resolve_config(presets: Mapping[str, Mapping[str, Any]], preset: str,
+                   overrides: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """Merge ``overrides`` into ``presets[preset]``, checking names and types.
+
+    Args:
+        presets: preset name -> full config dict (every allowed key appears in each preset).
+        preset: chosen preset.
+        overrides: user values (e.g. from ``--set KEY=VALUE``).
+        method: method name, for messages and the ``"method"`` key of the result.
+
+    Returns:
+        A new dict with ``method`` and ``preset`` keys added.
+
+    Raises:
+        UsageError: unknown preset, unknown key or a value of the wrong type.
+    """
+    if preset not in presets:
+        raise UsageError(f"preset: unknown value {preset!r} for {method}; expected one of "
+                         f"{', '.join(presets)}")
+    cfg = dict(presets[preset])
+    for key, value in overrides.items():
+        if key not in cfg:
+            raise UsageError(f"{key}: unknown setting for {method}; expected one of "
+                             f"{', '.join(sorted(cfg))}")
+        cfg[key] = _check_type(key, value, cfg[key])
+    cfg.update(method=method, preset=preset)
+    return cfg
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default`` (int -> float allowed), else UsageError."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UsageError(f"{key}: bad value {value!r}; expected a {type(default).__name__} "
+                         f"like {default!r}")
+    return value
+
+
+def linear_decay(total_steps: int, start_fraction: float = 0.5) -> Callable[[int], float]:
+    """LR factor: 1 until ``start_fraction * total_steps``, then linearly down to 0 at the end."""
+    start = int(total_steps * start_fraction)
+    span = max(total_steps - start, 1)
+
+    def factor(step: int) -> float:
+        return 1.0 if step < start else max(0.0, (total_steps - step) / span)
+
+    return factor
+
+
+def to_network_range(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return x * 2.0 - 1.0
+
+
+def from_network_range(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped, float32."""
+    return ((x.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+@dataclass
+class TrainOptions:
+    """Run options of ``fit`` (not part of a model's config).
+
+    ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split are
+    used for validation PSNR every ``val_every`` steps (None: every epoch).
+    """
+
+    seq_len: int
+    batch_size: int
+    steps: int | None = None
+    epochs: int = 1
+    device: str | None = None
+    resume: bool = False
+    seed: int = 0
+    progress: bool = True
+    workers: int = 0
+    region: str = "all"
+    crop: int | None = None
+    val_samples: int = 4
+    val_every: int | None = None
+    log_every: int = 10
+
+
+def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:
+    """UsageError for non-positive steps/batch size/crop or negative workers."""
+    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1),
+                             ("crop", crop, 2), ("workers", workers, 0)):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise UsageError(f"{name}: bad value {value!r}; expected an integer >= {low}")
