@@ -1,4 +1,5 @@
-"""`crbench report`: Tables 1-4 (Markdown, CSV or LaTeX) and Figures 3-4 of a run.
+"""`crbench report`: Tables 1-4 (Markdown, CSV or LaTeX), Figures 3-4 and the coverage figures
+of a run.
 
 Without ``--results`` the most recent run directory under ``results/`` is used (the one whose
 manifest or row files were written last; ``results/baseline`` is ignored). Files go to
@@ -16,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report", help="result tables (Markdown/CSV/LaTeX) and figures of a run",
         description="Tables 1 (all methods at one L), 2 (methods x L), 3 (--by-coverage) and "
                     "4 (ablation pairs) from the per-sample rows of a run; --figures draws "
-                    "Figures 3 (example panels) and 4 (metric histograms).")
+                    "Figures 3 (example panels) and 4 (metric histograms) and the coverage "
+                    "figures (samples per Table 3 coverage bin, metrics by coverage bin).")
     p.add_argument("--results", type=Path, nargs="+", default=None, metavar="DIR",
                    help="run directory (several, or a folder of runs/shards, are merged); "
                         "default: the most recent run under results/")
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add Table 3: 10 %% bins of input cloud coverage x L")
     p.add_argument("--format", default="md", choices=("md", "csv", "tex"),
                    help="table format (default md)")
-    p.add_argument("--figures", action="store_true", help="draw Figures 3 and 4 (PNG + PDF)")
+    p.add_argument("--figures", action="store_true",
+                   help="draw Figures 3 and 4 and the coverage figures (PNG + PDF)")
     p.add_argument("--ci", action="store_true", help="show bootstrap 95 %% intervals")
     p.add_argument("--L", type=int, default=None, metavar="N",
                    help="L of Table 1 and Figure 3 (default: the smallest L present)")

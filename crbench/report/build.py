@@ -2,7 +2,7 @@
 
 :func:`build_report` reads the rows and manifests (:mod:`.runs`), builds Tables 1-4 and the
 spread table (:mod:`.tables`), writes them in one format and optionally draws Figures 3 and 4
-(:mod:`.figures`).
+(:mod:`.figures`) and the two cloud-coverage figures (:mod:`.coverage_figures`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..runner.store import read_spread
+from .coverage_figures import coverage_figures
 from .figures import make_figures
 from .runs import DEFAULT_RESULTS_ROOT, REPORT_DIR, as_dirs, latest_run, read_manifests, read_rows
 from .tables import (
@@ -20,6 +21,7 @@ from .tables import (
     Table,
     manifest_notes,
     parse_format,
+    skipped_by_L,
     spread_table,
     table1,
     table2,
@@ -68,7 +70,8 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
                  results_root: Path = DEFAULT_RESULTS_ROOT, progress: bool = False
                  ) -> ReportResult:
     """Build Tables 1, 2, 4 (and 3 with ``by_coverage``, and the spread table when the runs
-    drew several samples per input), write them to files and optionally draw Figures 3 and 4.
+    drew several samples per input), write them to files and optionally draw Figures 3 and 4
+    and the coverage figures (histogram of Table 3's bins, metrics by coverage bin).
 
     Args:
         results: run directory (or several, or a folder of runs / shards); default the most
@@ -78,7 +81,8 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
         ci: show bootstrap 95 % intervals.
         L: the L of Table 1 (default: the smallest L present).
         out: output directory (default ``<first results dir>/report``).
-        figures: draw Figures 3 and 4 into ``<out>/figures``.
+        figures: draw Figures 3 and 4 and the coverage figures into ``<out>/figures`` (the
+            coverage figures whether or not ``by_coverage`` adds Table 3).
         n_boot: bootstrap resamples for ``ci``.
         results_root: where to look for the most recent run when ``results`` is None.
         progress: progress bars (stderr) while drawing figures.
@@ -118,6 +122,9 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
         path.write_text(t.render(fmt))
         result.files.append(path)
     if figures:
-        drawn = make_figures(rows, manifests, dirs, out_dir / "figures", L=L, progress=progress)
-        result.figures, result.messages = drawn.files, drawn.messages
+        fig_dir = out_dir / "figures"
+        drawn = make_figures(rows, manifests, dirs, fig_dir, L=L, progress=progress)
+        coverage = coverage_figures(rows, fig_dir, skipped_by_L(manifests))
+        result.figures = [*drawn.files, *coverage.files]
+        result.messages = [*drawn.messages, *coverage.messages]
     return result

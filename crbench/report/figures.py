@@ -50,7 +50,8 @@ class FigureResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -59,27 +60,37 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``<out_dir>/<stem>.png`` and ``.pdf`` (:data:`FORMATS`), close it and
+    return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{ext}" for ext in FORMATS]
     for p in paths:
         fig.savefig(p, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
-def _method_order(methods: Sequence[str]) -> list[str]:
+def method_order(methods: Sequence[str]) -> list[str]:
+    """The distinct methods in display order (:func:`method_sort_key`)."""
     return sorted(set(methods), key=method_sort_key)
+
+
+def method_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Line properties (``color``, ``linestyle``) of each method, in display order: the k-th
+    method present gets tab10 colour k and line style k % 4, in every figure of a report."""
+    colours = pyplot().get_cmap("tab10")
+    return {m: {"color": colours(k % 10), "linestyle": LINESTYLES[k % len(LINESTYLES)]}
+            for k, m in enumerate(method_order(methods))}
 
 
 def histogram_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "figure4") -> list[Path]:
     """Figure 4: per-L histograms of PSNR, SSIM, NRMSE(cloudy), SAM; returns PNG and PDF."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     Ls = sorted(int(v) for v in rows["L"].unique())
-    methods = _method_order(rows["method"].unique())
-    colours = plt.get_cmap("tab10")
+    styles = method_styles(rows["method"].unique())
     fig, axes = plt.subplots(len(Ls), len(HIST_METRICS), squeeze=False,
                              figsize=(3.2 * len(HIST_METRICS), 2.4 * len(Ls)))
     for r, L in enumerate(Ls):
@@ -94,13 +105,12 @@ def histogram_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "figure4") -
             else:
                 lo, hi = float(finite.min()), float(finite.max())
                 bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 21)
-                for k, method in enumerate(methods):
+                for method, style in styles.items():
                     v = at_L.loc[at_L["method"] == method, metric].to_numpy(dtype=float)
                     v = v[np.isfinite(v)]
                     if v.size:
-                        ax.hist(v, bins=bins, histtype="step", linewidth=1.4,
-                                color=colours(k % 10), linestyle=LINESTYLES[k % 4],
-                                label=method)
+                        ax.hist(v, bins=bins, histtype="step", linewidth=1.4, label=method,
+                                **style)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(f"L={L}: samples" if c == 0 else "", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -115,7 +125,7 @@ def histogram_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "figure4") -
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8,
                    bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
-    return _save(fig, out_dir, stem)
+    return save_figure(fig, out_dir, stem)
 
 
 # ----------------------------------------------------------------------------- Figure 3
@@ -213,7 +223,7 @@ def _draw_examples(examples: dict[str, Example | None], data_root: Path, split: 
     from ..data.index import scan_tree
     from ..data.io import read_s2, scale_s2
 
-    plt = _pyplot()
+    plt = pyplot()
     records = {(r.roi, r.patch): r for r in scan_tree(data_root, split=split)}
     methods = list(preds)
     ncol = L + len(methods) + 1
@@ -259,7 +269,7 @@ def example_figure(rows: pd.DataFrame, data_root: Path, run_dirs: Sequence[Path]
     at_L = rows[rows["L"] == L]
     split = str(at_L["split"].mode().iloc[0])
     preds: dict[str, list[Path]] = {}
-    for method in _method_order(at_L["method"].unique()):
+    for method in method_order(at_L["method"].unique()):
         dirs = [d for d in run_dirs if (Path(d) / "predictions" / method / f"L{L}").is_dir()]
         if dirs:
             preds[method] = dirs
@@ -272,7 +282,7 @@ def example_figure(rows: pd.DataFrame, data_root: Path, run_dirs: Sequence[Path]
         if ex is None:
             result.messages.append(f"figure 3: no {cat} sample at L={L}")
     fig = _draw_examples(examples, data_root, split, L, preds)
-    result.files = _save(fig, out_dir, stem)
+    result.files = save_figure(fig, out_dir, stem)
     return result
 
 

@@ -362,7 +362,7 @@ def _to_latex(t: Table) -> str:
 def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) -> list[str]:
     """Notes shared by all tables: skipped samples, mask convention, STGAN's bands."""
     notes = []
-    skipped = _skipped_by_L(manifests)
+    skipped = skipped_by_L(manifests)
     if skipped:
         per_L = ", ".join(f"L={L}: {n}" for L, n in sorted(skipped.items()))
         notes.append(f"Samples skipped because they do not match the fixed sampler's "
@@ -376,7 +376,7 @@ def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) 
     return notes
 
 
-def _skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
+def skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
     """Non-matching samples skipped per L, summed over manifests (shards of one run cover
     disjoint samples). Reads ``skipped`` as ``{L: n}`` or ``{method: {L: n}}`` (then the
     largest count over methods, since every method sees the same samples)."""
