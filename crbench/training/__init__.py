@@ -3,9 +3,11 @@
 Owns: :mod:`.options` (presets with overrides, :class:`TrainOptions`, LR schedule, value range
 helpers), :mod:`.context` (:class:`TrainParts`, what a method hands the loop, and
 :class:`StepContext`, what each step receives), :mod:`.batches` (global batches, each rank's
-:class:`Share`, batch sources) and :mod:`.loop` (:class:`Trainer`, checkpoints, resume,
-:func:`fit_on_dataset`; its docstring describes the whole protocol). Within the package,
-imports go one way: options, batches <- context <- loop.
+:class:`Share`, batch sources), :mod:`.validation` (the cloudy-region scores every loop logs),
+:mod:`.loop` (:class:`Trainer`, checkpoints, resume, :func:`fit_on_dataset`; its docstring
+describes the whole protocol) and :mod:`.history` (reading ``history.csv``, its one-line
+summary). Within the package, imports go one way: options, batches <- context <- loop;
+validation <- loop.
 
 May import: ``crbench.data``, ``crbench.api``, ``crbench.torchutil``, ``crbench.distributed``,
 errors and constants; never the runner, the report or the CLI (README, "Architecture"). The

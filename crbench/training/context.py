@@ -31,7 +31,7 @@ class TrainParts:
         optimizers: name -> optimizer (checkpointed; ``ctx.backward_step`` uses the names).
         schedulers: name -> LR scheduler, stepped after every step.
         extra_modules: name -> module saved in ``trainer.pt`` only (e.g. a discriminator).
-        predict_fn: Inputs -> prediction in [0, 1] for validation PSNR (None: no validation).
+        predict_fn: Inputs -> prediction in [0, 1] for validation (None: no validation).
         target_bands: target bands compared with ``predict_fn``'s output (None: all).
         unused_parameters: True when a step may leave trainable parameters out of the graph
             (e.g. a frozen branch); DDP then looks for them every step (slower).

@@ -4,7 +4,7 @@ The loop knows nothing about a particular network: a method hands it a :class:`T
 (:mod:`crbench.training.context`: the model whose weights form the checkpoint, its config, a
 ``step_fn`` that does one optimisation step on a batch and returns its losses, the
 optimizers/schedulers to checkpoint, extra modules such as a GAN discriminator, and a
-``predict_fn`` used for validation PSNR).
+``predict_fn`` used for validation).
 
 Typical use inside ``TrainableMethod.fit`` (see ``crbench_methods.seq2point``)::
 
@@ -30,7 +30,13 @@ Checkpoints (``crbench.torchutil`` layout) are written into ``out`` at the end o
 after every validation and at the end: ``model.safetensors``, ``config.json`` and
 ``trainer.pt`` (step, epoch, optimizers, schedulers, grad scalers, extra modules, RNG states
 and the loss history); ``history.csv`` beside them has one row per ``log_every`` steps (mean
-losses and learning rate over those steps) and ``val_psnr`` at every validation.
+losses and learning rate over those steps, ``seconds`` of wall time since the run started,
+validations included and continued on resume) and, at every validation, the scores of
+:mod:`crbench.training.validation` (``val_psnr`` over whole images, ``val_nrmse_cloudy`` and
+``val_psnr_cloudy`` over the pixels cloudy in every input) of ``predict_fn`` on the first
+``val_samples`` samples of the val split's fixed sampler under the strict protocol (the target
+is never an input, so the region to fill is not empty) on whole images, on ``target_bands``
+where the method predicts only some bands.
 ``resume=True`` restores all of it, refusing a checkpoint whose config differs, and continues
 from the stored step: the data order of the interrupted epoch is reproduced (epoch
 permutations are seeded by seed + epoch), so 2 + 2 resumed steps give the same weights as 4.
@@ -50,7 +56,7 @@ batches). Random draws made per sample in ``step_fn`` should be drawn for the gl
 and cut to this rank's rows (``share = ctx.batch_share(n)``; draw ``share.global_size`` rows;
 ``share.take(...)``) so that every rank sees the single-process stream. The losses
 ``step_fn`` returns are averaged over ranks, so ``history.csv`` holds global-batch means.
-Rank 0 alone shows progress, validates (the PSNR is broadcast) and writes checkpoints and
+Rank 0 alone shows progress, validates (the scores are broadcast) and writes checkpoints and
 history.csv; the other ranks wait at a barrier. All ranks restore the checkpoint on resume.
 After the first step the ranks' weights are compared: a ``step_fn`` that bypassed
 ``ctx.ddp`` (ranks drifting apart) is reported.
@@ -58,7 +64,9 @@ After the first step the ranks' weights are compared: a ``step_fn`` that bypasse
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +100,7 @@ from .batches import (
 )
 from .context import StepContext, TrainParts
 from .options import TrainOptions, check_fit_args
+from .validation import VAL_COLUMNS, cloudy_region_scores, mean_scores
 
 HISTORY_FILE = "history.csv"
 
@@ -147,7 +156,7 @@ class Trainer:
         out: checkpoint directory (None: write nothing).
         total_steps: number of optimisation steps of the whole run.
         device: device the parts live on.
-        val_batches: batches for validation PSNR (empty: no validation).
+        val_batches: batches for validation (empty: no validation).
         val_every: validate every this many steps (None: at the end of every epoch).
         log_every: one history row per this many steps (mean losses).
         progress: show a tqdm bar on stderr.
@@ -164,7 +173,17 @@ class Trainer:
         self.val_batches, self.val_every = list(val_batches), val_every
         self.log_every, self.progress, self.amp = max(1, log_every), progress, amp
         self.history: list[dict[str, float]] = []
-        self.last_psnr = float("nan")
+        self.last_scores: dict[str, float] = dict.fromkeys(VAL_COLUMNS, math.nan)
+        self._start, self._offset = time.perf_counter(), 0.0
+
+    @property
+    def last_psnr(self) -> float:
+        """Whole-image PSNR (dB) of the latest validation (NaN before the first)."""
+        return self.last_scores["val_psnr"]
+
+    def seconds(self) -> float:
+        """Wall time of the run so far (s), including the interrupted runs it resumed."""
+        return self._offset + time.perf_counter() - self._start
 
     def run(self, parts: TrainParts, source: BatchSource, resume: bool = False) -> StepContext:
         """Train until ``total_steps``; returns the final context (``ctx.step``)."""
@@ -180,6 +199,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=ctx.step, disable=not show,
                    desc=str(parts.config.get("method", "train")), unit="step", dynamic_ncols=True)
         first = ctx.step
+        self._start = time.perf_counter()
         try:
             while ctx.step < self.total_steps:
                 ctx.epoch = ctx.step // spe
@@ -194,7 +214,8 @@ class Trainer:
                     bar.update(1)
                     self._after_step(parts, ctx, window, spe)
                     post = {k: f"{v:.4f}" for k, v in losses.items() if k != "lr"}
-                    bar.set_postfix(post | {"val_psnr": f"{self.last_psnr:.2f}"}, refresh=False)
+                    val = {"val_nrmse_c": f"{self.last_scores['val_nrmse_cloudy']:.4f}"}
+                    bar.set_postfix(post | val, refresh=False)
                     if ctx.step >= self.total_steps:
                         break
         finally:
@@ -225,34 +246,38 @@ class Trainer:
         every = self.val_every or spe
         validate = bool(self.val_batches) and (ctx.step % every == 0 or last)
         if validate:  # on rank 0; the others wait for its result
-            psnr = self.validate(parts) if distributed.info().is_main else None
-            self.last_psnr = float(distributed.broadcast_object(psnr))
+            scores = self.validate(parts) if distributed.info().is_main else None
+            self.last_scores = dict(distributed.broadcast_object(scores))
             if not self.history or self.history[-1]["step"] != ctx.step:
-                self.history.append({"step": ctx.step, "epoch": ctx.epoch})
-            self.history[-1]["val_psnr"] = self.last_psnr
+                self.history.append({"step": ctx.step, "epoch": ctx.epoch,
+                                     "seconds": round(self.seconds(), 3)})
+            self.history[-1].update(self.last_scores)
         if self.out is not None and (epoch_end or validate or last):
             self.save(parts, ctx)
 
     def _log(self, parts: TrainParts, ctx: StepContext,
              window: list[Mapping[str, float]]) -> None:
-        row: dict[str, float] = {"step": ctx.step, "epoch": ctx.epoch}
+        row: dict[str, float] = {"step": ctx.step, "epoch": ctx.epoch,
+                                 "seconds": round(self.seconds(), 3)}
         for key in window[0] if window else ():
             row[key] = float(np.mean([w[key] for w in window if key in w]))
         self.history.append(row)
 
-    def validate(self, parts: TrainParts) -> float:
-        """Mean PSNR (dB) of ``parts.predict_fn`` on the validation batches."""
+    def validate(self, parts: TrainParts) -> dict[str, float]:
+        """Mean :data:`~crbench.training.validation.VAL_COLUMNS` scores of
+        ``parts.predict_fn`` on the validation batches (NaN without any)."""
         if parts.predict_fn is None or not self.val_batches:
-            return float("nan")
-        values = []
-        with eval_mode(parts.model):
+            return dict.fromkeys(VAL_COLUMNS, math.nan)
+        scores = []
+        with eval_mode(parts.model), torch.no_grad():
             for batch in self.val_batches:
                 pred = parts.predict_fn(batch.inputs.to(self.device))
                 target = batch.target.to(self.device)
                 if parts.target_bands is not None:
                     target = target[:, list(parts.target_bands)]
-                values.append(batch_psnr(pred, target).cpu())
-        return float(torch.cat(values).mean())
+                scores.append({k: v.cpu() for k, v in cloudy_region_scores(
+                    pred, target, batch.inputs.masks).items()})
+        return mean_scores(scores)
 
     # -- checkpoints
     def save(self, parts: TrainParts, ctx: StepContext) -> Path:
@@ -303,6 +328,7 @@ class Trainer:
         ctx.step, ctx.epoch = int(state["step"]), int(state["epoch"])
         _set_rng_state(state["rng"])
         self.history = [r for r in state["history"] if r["step"] <= ctx.step]
+        self._offset = max((float(r.get("seconds", 0.0)) for r in self.history), default=0.0)
 
 
 def check_in_sync(modules: Sequence[nn.Module]) -> None:
@@ -357,6 +383,8 @@ def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
 
     kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
                               "sampler": sampler, "seed": opts.seed, "crop": opts.crop}
+    if sampler == "fixed":  # validation: whole images, the target is never an input
+        kwargs.update(protocol="strict", crop=None)
     ds = SEN12MSCRTS(root, **kwargs)
     if sampler == "fixed" and len(ds) == 0:  # no matching sample: validate on all of them
         ds = SEN12MSCRTS(root, only_matching=False, **kwargs)
@@ -364,7 +392,9 @@ def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
 
 
 def validation_batches(root: Path, opts: TrainOptions) -> list[Batch]:
-    """The first ``val_samples`` fixed-sampler samples of the val split (empty if none)."""
+    """The first ``val_samples`` fixed-sampler samples of the val split under the strict
+    protocol (the target is never an input), whole images (``crop`` is for training only), in
+    batches of ``batch_size``; empty if none."""
     if opts.val_samples <= 0:
         return []
     try:

@@ -89,8 +89,8 @@ def from_network_range(x: torch.Tensor) -> torch.Tensor:
 class TrainOptions:
     """Run options of ``fit`` (not part of a model's config).
 
-    ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split are
-    used for validation PSNR every ``val_every`` steps (None: every epoch).
+    ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split
+    (strict protocol) are used for validation every ``val_every`` steps (None: every epoch).
     """
 
     seq_len: int
