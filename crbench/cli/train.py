@@ -4,7 +4,9 @@ The method is resolved through the registry (entry-point group ``crbench.methods
 a :class:`crbench.api.TrainableMethod`. ``--set KEY=VALUE`` (repeatable) overrides a preset
 value; VALUE is parsed as JSON when possible (``--set lr=1e-3 --set generator='"unet"'`` or
 simply ``--set generator=unet``). With ``--resume`` and no ``--preset``/``--set``, the
-configuration stored in ``DIR/config.json`` is reused.
+configuration stored in ``DIR/config.json`` is reused. At the end it prints one line from
+``DIR/history.csv``: steps, time, and the first -> last value of every loss and validation score
+(``val nrmse_cloudy``, ``val psnr_cloudy``, ``val psnr``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +99,34 @@ def build_method(args: argparse.Namespace) -> Any:
     return cls(seq_len=args.seq_len, preset=args.preset or "full", **overrides)
 
 
+def history_summary(out: Path, method: str, seconds: float) -> str | None:
+    """The one-line summary of ``out/history.csv`` (None without one; a note if unreadable).
+
+    ``seconds`` (this command's wall time) is shown when the history has no ``seconds``.
+    """
+    from ..errors import DataError
+    from ..training import HISTORY_FILE
+    from ..training.history import read_history, summary_line
+
+    path = Path(out) / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return summary_line(read_history(path), method, seconds)
+    except DataError as exc:
+        return f"{method}: no summary ({exc})"
+
+
 def run(args: argparse.Namespace) -> int:
     method = build_method(args)
+    start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,
                       progress=not args.no_progress, workers=args.workers,
                       region=args.region, crop=args.crop)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"crbench train: {args.method} checkpoint written to {path}", file=sys.stdout)
+        line = history_summary(path, args.method, time.perf_counter() - start)
+        if line is not None:
+            print(line, file=sys.stdout)
     return 0
