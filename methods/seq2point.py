@@ -4,7 +4,8 @@ Paper: P. Ebel, Y. Xu, M. Schmitt, X. X. Zhu, "SEN12MS-CR-TS: A Remote-Sensing D
 Multimodal Multitemporal Cloud Removal", IEEE Transactions on Geoscience and Remote Sensing 60,
 2022, doi:10.1109/TGRS.2022.3146246.
 
-Architecture (preset "full"; "tiny" shrinks widths and depths for CPU tests):
+Architecture (preset "full"; "tiny" shrinks widths and depths for CPU tests and raises the
+learning rate to 1e-3 so that a few dozen CPU steps learn):
 
 - Per-date branch, shared across the L dates: 15 input channels (13 S2 bands + S1 VV, VH, all
   mapped to [-1, 1]), conv 3x3 -> 256, ReLU, 16 residual blocks (conv3x3, ReLU, conv3x3,
@@ -165,8 +166,11 @@ _FULL: dict[str, Any] = {
     "batch_size": 4, "epochs": 20, "pretrain_steps": 0, "freeze_steps": 0,
     "val_samples": 4, "val_every": 0,
 }
-_TINY: dict[str, Any] = _FULL | {"channels": 16, "blocks": 2, "fusion_blocks": 1,
-                                 "batch_size": 2, "epochs": 1, "val_samples": 2}
+# tiny: lr 1e-3 (5x the paper's) so that a CPU run of ~75 steps learns the fill (issue #16:
+# nrmse_cloudy 0.037 vs 0.26 for least cloudy on the demo tree); validation every 25 steps
+_TINY: dict[str, Any] = _FULL | {"channels": 16, "blocks": 2, "fusion_blocks": 1, "lr": 1e-3,
+                                 "batch_size": 2, "epochs": 1, "val_samples": 2,
+                                 "val_every": 25}
 
 
 class Seq2Point(TrainableMethod):

@@ -30,7 +30,8 @@ def test_one_generator_serves_any_L_and_odd_sizes(generator: str, bands: str) ->
 
 
 def test_rgbn_variant_fills_other_bands_from_mosaic() -> None:
-    model = STGAN(3, "tiny")
+    assert STGAN(3).config["bands"] == "rgbn" and STGAN(3, "tiny").config["bands"] == "all"
+    model = STGAN(3, "tiny", bands="rgbn")
     inputs = random_inputs()
     pred = model.predict(inputs)
     other = [i for i in range(13) if i not in RGBN_IDX]
@@ -65,7 +66,7 @@ def test_full_preset_generator_layout() -> None:
 def test_overfits_one_sample(train_batch: Batch) -> None:
     torch.manual_seed(0)
     steps = 60
-    model = STGAN(3, "tiny")
+    model = STGAN(3, "tiny", bands="rgbn")
     parts = model.training_parts(steps, torch.device("cpu"))
     trainer = Trainer(None, steps, torch.device("cpu"), log_every=1, progress=False)
     trainer.run(parts, RepeatSource(train_batch, steps))

@@ -63,7 +63,7 @@ def test_resume_with_other_settings_refused(synth_root: Path, tmp_path: Path,
     capsys.readouterr()
     assert train(synth_root, out, *args, "--set", "lr=0.1", "--resume") == 2
     err = capsys.readouterr().err
-    assert "lr=0.0002" in err and "lr=0.1" in err
+    assert "lr=0.001" in err and "lr=0.1" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
