@@ -86,6 +86,9 @@ class Sample:
     inputs: Inputs
     target: torch.Tensor  # (13, H, W) in [0, 1]; batched: (B, 13, H, W)
     meta: SampleMeta
+    # (2, H, W) in [0, 1]: the S1 image of the target date, for training only (datasets give
+    # it when asked with ``target_s1=True``; the runner never hands it to a method)
+    target_s1: torch.Tensor | None = None
 
 
 @dataclass
@@ -95,13 +98,16 @@ class Batch:
     inputs: Inputs
     target: torch.Tensor  # (B, 13, H, W)
     meta: list[SampleMeta]
+    target_s1: torch.Tensor | None = None  # (B, 2, H, W) when every sample has one
 
 
 def collate(samples: list[Sample]) -> Batch:
     """``collate_fn`` for torch DataLoader over crbench datasets."""
+    s1 = [s.target_s1 for s in samples]
     return Batch(inputs=Inputs.stack([s.inputs for s in samples]),
                  target=torch.stack([s.target for s in samples]),
-                 meta=[s.meta for s in samples])
+                 meta=[s.meta for s in samples],
+                 target_s1=torch.stack(s1) if all(x is not None for x in s1) else None)
 
 
 class Method(ABC):

@@ -165,8 +165,11 @@ def test_fit_checkpoints_and_resumes(synth_root: Path, tmp_path: Path) -> None:
     SeqDM(preset="tiny", **opts).fit(synth_root, tmp_path, steps=2, crop=16, progress=False,
                                      resume=True)
     rows = _history(tmp_path)
-    assert [r["iteration"] for r in rows] == ["1", "2"]
-    assert all(float(r["loss_clear"]) > 0 and float(r["loss_seq"]) > 0 for r in rows)
+    # iteration 0: the validation before training (the learning curve's starting point)
+    assert [r["iteration"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["loss_clear"] == "" and float(rows[0]["val_psnr"]) > 0
+    # Eq. 28's loss is over the pixels no date sees: 0 for a crop that has none
+    assert all(float(r["loss_clear"]) > 0 and float(r["loss_seq"]) >= 0 for r in rows[1:])
     state = torch.load(tmp_path / "trainer.pt", weights_only=True)
     assert state["iteration"] == 2 and state["optimizer_steps"] == 4
     loaded = SeqDM.load(tmp_path, seq_len=5)

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="checkpoint directory (model.safetensors, config.json, trainer.pt, "
                         "history.csv)")
-    p.add_argument("--preset", default=None, help="configuration preset: full (default) or tiny")
+    p.add_argument("--preset", default=None, help="configuration preset: full (default), tiny, "
+                   "or a method's own (SeqDMs: paper = batch 1 for 10 epochs)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the "
                    "preset's epochs)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")

@@ -87,7 +87,7 @@ class SEN12MSCRTS(Dataset):
                  max_cov: float = 1.0, index: pd.DataFrame | Path | str | None = None,
                  only_matching: bool = True, seed: int = 0, crop: int | None = None,
                  cache: MaskCache | None = None, progress: bool = False,
-                 workers: int = 1) -> None:
+                 workers: int = 1, target_s1: bool = False) -> None:
         """Index the split (reading cached coverage; computing only missing masks).
 
         Args:
@@ -108,6 +108,8 @@ class SEN12MSCRTS(Dataset):
             cache: mask cache; default ``MaskCache(root)``.
             progress: progress bar while computing missing masks.
             workers: processes for computing missing masks.
+            target_s1: also read the target date's S1 image into ``Sample.target_s1``
+                (training: SeqDMs' Eq. 27 pairs the clear target with its own S1).
 
         Raises:
             UsageError: bad L, bounds, protocol, sampler, split, region, crop, seed or an
@@ -128,6 +130,7 @@ class SEN12MSCRTS(Dataset):
         self.root, self.split, self.region = Path(root).expanduser().absolute(), split, region
         self.seed, self.crop, self.epoch = int(seed), crop, 0
         self.only_matching = bool(only_matching)
+        self.target_s1 = bool(target_s1)
         self.records: list[PatchRecord] = scan_tree(self.root, split, region)
         if cache is None:  # after the scan: the default cache directory lives under root
             from .masks import MaskCache
@@ -218,10 +221,12 @@ class SEN12MSCRTS(Dataset):
         s1 = [_read(rec.s1[t], "s1") for t in sel.input_idx]
         masks = self.cache.masks([rec.s2[t] for t in sel.input_idx])
         target = _read(rec.s2[sel.target_idx], "s2")
-        arrays = [*s2, *s1, *masks, target]
+        extra = [rec.s1[sel.target_idx]] if self.target_s1 else []
+        arrays = [*s2, *s1, *masks, target, *(_read(p, "s1") for p in extra)]
         _check_sizes(arrays, [*(rec.s2[t] for t in sel.input_idx),
                               *(rec.s1[t] for t in sel.input_idx),
-                              *(rec.s2[t] for t in sel.input_idx), rec.s2[sel.target_idx]])
+                              *(rec.s2[t] for t in sel.input_idx), rec.s2[sel.target_idx],
+                              *extra])
         full_cov = [float(np.mean(m)) for m in masks]
         if cov_target is None or not np.isfinite(cov_target):
             cov_target = float(self.cache.coverage(rec.s2[sel.target_idx]))
@@ -237,7 +242,9 @@ class SEN12MSCRTS(Dataset):
                           target_idx=sel.target_idx, coverage_inputs=full_cov,
                           coverage_target=float(cov_target), match=sel.match,
                           target_path=str(rec.s2[sel.target_idx]))
-        return Sample(inputs=inputs, target=target_t, meta=meta)
+        target_s1 = (torch.from_numpy(np.array(arrays[-1][..., window[0], window[1]], copy=True))
+                     if self.target_s1 else None)
+        return Sample(inputs=inputs, target=target_t, meta=meta, target_s1=target_s1)
 
     def _crop_window(self, shape: Sequence[int], rng: np.random.Generator
                      ) -> tuple[slice, slice]:

@@ -85,8 +85,14 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor,
                        torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def _mean_flat(x: torch.Tensor) -> torch.Tensor:
-    return x.mean(dim=tuple(range(1, x.ndim)))
+def _mean_flat(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-batch-element mean, or the ``weight``-weighted mean (``weight`` broadcasts to
+    ``x``; an element whose weights are all zero gives 0)."""
+    dims = tuple(range(1, x.ndim))
+    if weight is None:
+        return x.mean(dim=dims)
+    weight = weight.expand_as(x).to(x.dtype)
+    return (x * weight).sum(dim=dims) / weight.sum(dim=dims).clamp(min=1e-12)
 
 
 @dataclass
@@ -106,11 +112,14 @@ class GaussianDiffusion:
         timestep_map: the original step index of each step (respaced processes); the network
             is called with these. Defaults to ``0..len(betas)-1``.
         lambda_vlb: weight of L_vlb in the hybrid loss (improved DDPM: 0.001).
-        clip_denoised: clip the predicted x0 to [-1, 1] in the reverse process.
+        clip_denoised: clip the predicted x0 to the data range in the reverse process.
+        clip_bounds: per-channel (low, high) in data units ([-1, 1]) that ``clip_denoised``
+            clips the x0 estimate to; None: [-1, 1].
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None,
-                 lambda_vlb: float = 0.001, clip_denoised: bool = True) -> None:
+                 lambda_vlb: float = 0.001, clip_denoised: bool = True,
+                 clip_bounds: tuple[list[float], list[float]] | None = None) -> None:
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or not ((b > 0) & (b <= 1)).all():
             raise UsageError("betas: expected a 1-D array with values in (0, 1]")
@@ -119,6 +128,8 @@ class GaussianDiffusion:
         self.timestep_map = list(range(len(b))) if timestep_map is None else list(timestep_map)
         self.lambda_vlb = float(lambda_vlb)
         self.clip_denoised = clip_denoised
+        self.clip_bounds = None if clip_bounds is None else (
+            [float(v) for v in clip_bounds[0]], [float(v) for v in clip_bounds[1]])
         alphas = 1.0 - b
         self.alphas_cumprod = np.cumprod(alphas)
         self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
@@ -152,7 +163,17 @@ class GaussianDiffusion:
                 betas.append(1.0 - abar / last)
                 last = abar
                 tmap.append(self.timestep_map[i])
-        return GaussianDiffusion(np.array(betas), tmap, self.lambda_vlb, self.clip_denoised)
+        return GaussianDiffusion(np.array(betas), tmap, self.lambda_vlb, self.clip_denoised,
+                                 self.clip_bounds)
+
+    def _clip(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` clipped to the data range: ``clip_bounds`` per channel, else [-1, 1]."""
+        if self.clip_bounds is None:
+            return x0.clamp(-1.0, 1.0)
+        shape = (1, -1, *([1] * (x0.ndim - 2)))
+        lo, hi = (torch.as_tensor(b, device=x0.device, dtype=x0.dtype).reshape(shape)
+                  for b in self.clip_bounds)
+        return torch.minimum(torch.maximum(x0, lo), hi)
 
     # ---- helpers -------------------------------------------------------------------------
     def _gather(self, arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -187,17 +208,20 @@ class GaussianDiffusion:
                 - self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     # ---- reverse process -----------------------------------------------------------------
-    def p_mean_variance(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
-        """Mean, log-variance and x_0 estimate of p(x_{t-1} | x_t) from the network output."""
+    def p_mean_variance(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                        clip: bool | None = None) -> dict[str, torch.Tensor]:
+        """Mean, log-variance and x_0 estimate of p(x_{t-1} | x_t) from the network output.
+
+        ``clip`` (default: ``clip_denoised``) clips the x_0 estimate to [-1, 1]; sampling
+        clips, the training VLB does not (improved-diffusion trains its VLB unclipped)."""
         eps, v = model_out.float().chunk(2, dim=1)
         min_log = self._gather(self.posterior_log_variance_clipped, t, x_t)
         max_log = self._gather(self.log_betas, t, x_t)
         frac = (v + 1.0) / 2.0
         log_var = frac * max_log + (1.0 - frac) * min_log
         x0 = self.predict_x0(x_t, t, eps)
-        if self.clip_denoised:
-            x0 = x0.clamp(-1.0, 1.0)
+        if self.clip_denoised if clip is None else clip:
+            x0 = self._clip(x0)
         mean, _, _ = self.q_posterior(x0, x_t, t)
         return {"mean": mean, "log_variance": log_var, "pred_x0": x0, "eps": eps}
 
@@ -211,30 +235,35 @@ class GaussianDiffusion:
 
     # ---- losses --------------------------------------------------------------------------
     def vb_terms(self, model_out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
-                 t: torch.Tensor) -> torch.Tensor:
+                 t: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """L_t in bits per dimension: KL to the true posterior (t > 0) or the discretised
-        decoder NLL (t = 0); per batch element."""
+        decoder NLL (t = 0); per batch element (``weight``: per-pixel weights of the mean).
+        The x_0 estimate is not clipped here (only sampling clips)."""
         true_mean, _, true_logvar = self.q_posterior(x0, x_t, t)
-        out = self.p_mean_variance(model_out, x_t, t)
-        kl = _mean_flat(normal_kl(true_mean, true_logvar, out["mean"], out["log_variance"]))
+        out = self.p_mean_variance(model_out, x_t, t, clip=False)
+        kl = _mean_flat(normal_kl(true_mean, true_logvar, out["mean"], out["log_variance"]),
+                        weight)
         nll = -_mean_flat(discretized_gaussian_log_likelihood(
-            x0, out["mean"], 0.5 * out["log_variance"]))
+            x0, out["mean"], 0.5 * out["log_variance"]), weight)
         return torch.where(t == 0, nll, kl) / math.log(2.0)
 
     def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor,
-                        noise: torch.Tensor, x_t: torch.Tensor | None = None) -> Losses:
+                        noise: torch.Tensor, x_t: torch.Tensor | None = None,
+                        weight: torch.Tensor | None = None) -> Losses:
         """Hybrid loss L_simple + lambda * L_vlb (per batch element).
 
         L_vlb = T * E_t[L_t]; its gradient reaches only the variance (the predicted mean is
         detached), as in improved DDPM. ``x_t`` overrides ``q_sample(x0, t, noise)`` (SeqTIS
-        trains on fused states); the regression target is always ``noise``.
+        trains on fused states); the regression target is always ``noise``. ``weight``
+        ((B, 1, H, W), broadcast over channels) restricts both terms to a region: each is the
+        weighted mean over the pixels, 0 for an element with no weight.
         """
         if x_t is None:
             x_t = self.q_sample(x0, t, noise)
         out = model(x_t, self.model_timesteps(t)).float()
         eps, v = out.chunk(2, dim=1)
-        mse = _mean_flat((noise - eps) ** 2)
-        vb = self.vb_terms(torch.cat([eps.detach(), v], dim=1), x0, x_t, t)
+        mse = _mean_flat((noise - eps) ** 2, weight)
+        vb = self.vb_terms(torch.cat([eps.detach(), v], dim=1), x0, x_t, t, weight)
         vb = vb * (self.lambda_vlb * self.num_timesteps)
         return Losses(loss=mse + vb, mse=mse, vb=vb)
 

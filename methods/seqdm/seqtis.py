@@ -33,6 +33,44 @@ class Fusion(enum.Enum):
     FUSE_THEN_NOISE = "fuse-then-noise"
 
 
+class ClipRange(enum.Enum):
+    """What sampling clips the x0 estimate to.
+
+    FULL: [-1, 1], the whole reflectance range [0, 1] (ADM's clip).
+    DATA: the per-band range of the clear training targets. Early in the reverse process the
+        x0 estimate is mostly noise; clipped to a range whose centre (reflectance 0.5) lies far
+        from the data (clear land near 0.1), it is biased towards bright, cloud-like values.
+    """
+
+    FULL = "full"
+    DATA = "data"
+
+
+class LossRegion(enum.Enum):
+    """Where the Eq. 28 loss is taken.
+
+    ALL: every pixel (Algorithm 2 as written).
+    UNKNOWN: only the pixels cloudy on every date (outside the known region M), the pixels
+        Algorithm 1 asks the network for; the known region is replaced at inference anyway.
+    """
+
+    ALL = "all"
+    UNKNOWN = "unknown"
+
+
+class UnknownState(enum.Enum):
+    """What the unknown region (outside M) of Eq. 28's input X~_t holds.
+
+    TARGET: the clear target diffused to t with eps_hat, the state Algorithm 1 meets once its
+        own trajectory is replaced by the truth (a deviation from the text, the only reading
+        with an informative regression target there).
+    NOISE: an independent N(0, I) draw, as the paper writes it.
+    """
+
+    TARGET = "target"
+    NOISE = "noise"
+
+
 class GlobalDraws:
     """Random draws for one rank's share of a global batch (data-parallel training).
 
@@ -159,25 +197,45 @@ def loss_clear(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, a0: torch.Te
 def fused_training_state(diff: GaussianDiffusion, x0: torch.Tensor, s2: torch.Tensor,
                          clear: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor, *,
                          fusion: Fusion, shared_noise: bool, s: float,
+                         unknown: UnknownState = UnknownState.TARGET,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """X~_t of Eq. 28: fused noisy known regions, the target diffused with eps_hat elsewhere."""
+    """X~_t of Eq. 28: fused noisy known regions; elsewhere the target diffused with eps_hat
+    (``UnknownState.TARGET``) or pure noise (``NOISE``)."""
     noise = eps_hat if shared_noise else _seq_noise(s2, fusion, False, generator)
     known = fuse_noisy(diff, s2, clear, t, noise, fusion, s)
     region = region_mask(clear)
-    return region * known + (1.0 - region) * diff.q_sample(x0, t, eps_hat)
+    if unknown is UnknownState.NOISE:
+        rest = randn(tuple(x0.shape), x0, generator)
+    else:
+        rest = diff.q_sample(x0, t, eps_hat)
+    return region * known + (1.0 - region) * rest
 
 
 def loss_sequence(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, s2: torch.Tensor,
                   s1: torch.Tensor, clear: torch.Tensor, t: torch.Tensor, *,
                   fusion: Fusion = Fusion.NOISE_THEN_FUSE, shared_noise: bool = False,
-                  s: float = 1e-8, generator: torch.Generator | None = None) -> Losses:
+                  s: float = 1e-8, region: LossRegion = LossRegion.ALL,
+                  unknown: UnknownState = UnknownState.TARGET,
+                  generator: torch.Generator | None = None) -> Losses:
     """Eq. 28: hybrid loss on the fused cloudy sequence, regressing onto the target's noise.
 
     The network sees the state it meets at inference (fused known regions + diffused target in
-    the unknown region, fused S1) and is asked for eps_hat, the noise of the clear target X_0.
+    the unknown region, fused S1) and is asked for eps_hat, the noise of the clear target X_0;
+    ``region`` says over which pixels the loss is taken.
     """
     eps_hat = randn(tuple(x0.shape), x0, generator)
     x_t = fused_training_state(diff, x0, s2, clear, t, eps_hat, fusion=fusion,
-                               shared_noise=shared_noise, s=s, generator=generator)
+                               shared_noise=shared_noise, s=s, unknown=unknown,
+                               generator=generator)
     a_t = fuse_aux(diff, s1, t, fusion, generator)
-    return diff.training_losses(lambda x, tm: net(x, a_t, tm), x0, t, eps_hat, x_t=x_t)
+    known = region_mask(clear)
+    weight = 1.0 - known if region is LossRegion.UNKNOWN else None
+    vb_x0 = x0
+    if shared_noise and unknown is UnknownState.TARGET:
+        # x_t is then exactly q(x_t | composite) with eps_hat: the VLB's true posterior must be
+        # that of the composite (fused clear dates in M, the target elsewhere), or the known
+        # region's temporal change reads as variance and drives the learned variance far out
+        # of its [posterior, beta] range
+        vb_x0 = known * fuse_clean(s2, clear, s) + (1.0 - known) * x0
+    return diff.training_losses(lambda x, tm: net(x, a_t, tm), vb_x0, t, eps_hat, x_t=x_t,
+                                weight=weight)

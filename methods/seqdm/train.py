@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 
 from crbench import distributed
 from crbench.api import Batch, Inputs, collate
-from crbench.errors import CheckpointError, DataError
+from crbench.errors import CheckpointError, DataError, UsageError
 from crbench.torchutil import autocast, grad_scaler, load_trainer_state
 from crbench.training.batches import (
     DatasetSource,
@@ -49,15 +48,17 @@ from crbench.training.batches import (
     main_first,
     weighted_mean_over_ranks,
 )
+from crbench.training.validation import cloudy_region_scores, mean_scores
 
 from .diffusion import GaussianDiffusion, Losses
-from .seqtis import Fusion, GlobalDraws, loss_clear, loss_sequence
+from .seqtis import Fusion, GlobalDraws, LossRegion, UnknownState, loss_clear, loss_sequence
 
 if TYPE_CHECKING:
     from . import SeqDM
 
 HISTORY_FIELDS = ("iteration", "loss_clear", "loss_seq", "mse_clear", "vb_clear", "val_psnr",
-                  "seconds")
+                  "val_nrmse_cloudy", "val_psnr_cloudy",
+                  "val_eps_q1", "val_eps_q2", "val_eps_q3", "val_eps_q4", "seconds")
 
 
 @dataclass
@@ -72,23 +73,39 @@ class TrainBatch:
 
 
 def to_network(inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(s2, s1, clear) of a batch of Inputs in network units."""
+    """(s2, s1, clear) of a batch of Inputs in network units ([-1, 1])."""
     return (inputs.s2 * 2.0 - 1.0, inputs.s1 * 2.0 - 1.0,
             (1.0 - inputs.masks).unsqueeze(2).to(inputs.s2.dtype))
 
 
 def prepare_batch(batch: Batch, device: torch.device) -> TrainBatch:
-    """Move a collated batch to ``device``. The target's S1 image (A_0 of Eq. 27) is the S1 of
-    the input date nearest in time to the target (the dataset yields no S1 for the target;
-    under the toolbox protocol the target is often itself an input, and S1 sees through
-    clouds, so the pair is exact or close)."""
+    """Move a collated batch to ``device`` in network units. A_0 of Eq. 27 is the target
+    date's own S1 image (``batch.target_s1``; SEN12MS-CR-TS has S1 for every date); a batch
+    without it (a dataset made without ``target_s1=True``) falls back to the S1 of the input
+    date nearest in time."""
     inputs = batch.inputs.to(device)
     s2, s1, clear = to_network(inputs)
+    x0 = batch.target.to(device) * 2.0 - 1.0
+    if batch.target_s1 is not None:
+        return TrainBatch(x0=x0, a0=batch.target_s1.to(device) * 2.0 - 1.0, s2=s2, s1=s1,
+                          clear=clear)
     nearest = [min(range(len(m.input_idx)), key=lambda j, m=m: abs(m.input_idx[j] - m.target_idx))
                for m in batch.meta]
     rows = torch.arange(s1.shape[0], device=device)
     a0 = s1[rows, torch.as_tensor(nearest, device=device)]
-    return TrainBatch(x0=batch.target.to(device) * 2.0 - 1.0, a0=a0, s2=s2, s1=s1, clear=clear)
+    return TrainBatch(x0=x0, a0=a0, s2=s2, s1=s1, clear=clear)
+
+
+def band_range(ds: torch.utils.data.Dataset, n_samples: int = 64, margin: float = 0.05
+               ) -> tuple[list[float], list[float]]:
+    """Per-band minimum and maximum of the clear targets of the first ``n_samples`` items of
+    ``ds`` in [-1, 1] units, widened by ``margin`` on each side (within [-1, 1]) and rounded
+    to 4 decimals: the range sampling clips its x0 estimates to (config ``clip_range``)."""
+    targets = [ds[i].target * 2.0 - 1.0 for i in range(min(n_samples, len(ds)))]
+    x = torch.stack(targets).transpose(0, 1).flatten(1)  # (13, pixels)
+    low = (x.amin(dim=1) - margin).clamp(min=-1.0)
+    high = (x.amax(dim=1) + margin).clamp(max=1.0)
+    return [round(float(v), 4) for v in low], [round(float(v), 4) for v in high]
 
 
 class Trainer:
@@ -129,13 +146,23 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.optimizer_steps += 1
         self._ema_update()
+        self.optimizer_steps += 1
         return float(loss.detach())
+
+    def ema_rate(self) -> float:
+        """The EMA decay of the next update: ``ema_decay``, or with ``ema_warmup``
+        min(ema_decay, (1 + n) / (10 + n)) after n optimiser steps, so that a short run's EMA
+        is not dominated by the initial weights."""
+        decay = float(self.cfg["ema_decay"])
+        if self.cfg.get("ema_warmup", False):
+            n = self.optimizer_steps
+            decay = min(decay, (1.0 + n) / (10.0 + n))
+        return decay
 
     @torch.no_grad()
     def _ema_update(self) -> None:
-        decay = float(self.cfg["ema_decay"])
+        decay = self.ema_rate()
         for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             e.lerp_(p.detach(), 1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
@@ -161,7 +188,9 @@ class Trainer:
                 losses = loss_sequence(
                     self.diff, self.net, b.x0, b.s2, b.s1, b.clear, t,
                     fusion=Fusion(self.cfg["fusion"]), shared_noise=bool(self.cfg["shared_noise"]),
-                    s=float(self.cfg["fusion_offset"]), generator=draws)
+                    s=float(self.cfg["fusion_offset"]),
+                    region=LossRegion(self.cfg["seq_loss_region"]),
+                    unknown=UnknownState(self.cfg["seq_unknown"]), generator=draws)
             rec["loss_seq"] = self._update(losses, share.weight)
         self.iteration += 1
         return weighted_mean_over_ranks(rec, share.weight)
@@ -206,37 +235,76 @@ def _datasets(data_root: Path, L: int, region: str, crop: int | None, seed: int
     from crbench.data.dataset import SEN12MSCRTS
 
     train = SEN12MSCRTS(data_root, split="train", L=L, region=region, sampler="random",
-                        seed=seed, crop=crop)
+                        seed=seed, crop=crop, target_s1=True)
     if len(train) == 0:
         raise DataError(f"data_root: {data_root} has no usable training sample for L={L} in "
                         f"region {region!r} (the train split needs a cloud-free target date)")
     try:
-        val = SEN12MSCRTS(data_root, split="val", L=L, region=region, sampler="fixed", crop=crop)
+        # strict protocol: the target is never an input, so the cloudy region is not empty;
+        # whole images, as evaluation sees them
+        val = SEN12MSCRTS(data_root, split="val", L=L, region=region, sampler="fixed",
+                          protocol="strict", target_s1=True)
     except FileNotFoundError:
         val = None
     return train, (val if val is not None and len(val) > 0 else None)
 
 
+VAL_T_BUCKETS = 4  # eps-MSE is logged at the centre of each quarter of the diffusion steps
+
+
+@torch.no_grad()
+def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
+                 ) -> dict[str, float]:
+    """Eq. 27 noise-prediction MSE of the (EMA) network on the clear targets of ``batch`` at
+    the centre step of each of ``n_buckets`` equal ranges of t, with a fixed noise draw
+    (columns ``val_eps_q1`` for the quarter nearest the data ... ``val_eps_q4`` nearest pure
+    noise). The noise is hardest to tell at small t; a model that shrinks its estimate (the
+    failure of the literal Eq. 28, see the package docstring) shows a high ``val_eps_q4``."""
+    b = prepare_batch(batch, method.device)
+    diff, total = method.diffusion, method.diffusion.num_timesteps
+    gen = torch.Generator(method.device).manual_seed(0)
+    out = {}
+    for k in range(n_buckets):
+        lo, hi = k * total // n_buckets, (k + 1) * total // n_buckets
+        t = torch.full((b.x0.shape[0],), (lo + hi) // 2, device=method.device, dtype=torch.long)
+        noise = torch.randn(b.x0.shape, generator=gen, device=method.device)
+        a_t = diff.q_sample(b.a0, t, torch.randn(b.a0.shape, generator=gen,
+                                                  device=method.device))
+        eps = method._net_fn(diff.q_sample(b.x0, t, noise), a_t, diff.model_timesteps(t))
+        out[f"val_eps_q{k + 1}"] = float(((eps[:, :noise.shape[1]] - noise) ** 2).mean())
+    return out
+
+
 @torch.no_grad()
 def validate(method: SeqDM, loader: torch.utils.data.DataLoader | None, max_batches: int,
-             steps: int) -> float:
-    """Mean PSNR (DESIGN.md: 20 log10(1 / RMSE) over all bands, in [0, 1]) of the EMA model's
-    samples with ``steps`` sampling steps, over at most ``max_batches`` validation batches."""
+             steps: int) -> dict[str, float]:
+    """Validation of the EMA model on at most ``max_batches`` validation batches: samples of
+    Algorithm 1 with ``steps`` sampling steps scored by
+    :func:`crbench.training.validation.cloudy_region_scores` (means over samples, NaN left
+    out), and :func:`eps_mse_by_t` (means over batches). Empty without validation data."""
     if loader is None or max_batches <= 0:
-        return math.nan
-    psnrs = []
+        return {}
+    scores, eps = [], []
     for k, batch in enumerate(loader):
         if k >= max_batches:
             break
         pred = method.sample(batch.inputs.to(method.device), steps=steps, samples=1,
                              progress=False)[0]
-        rmse = ((pred - batch.target.to(pred.device)) ** 2).mean(dim=(1, 2, 3)).sqrt()
-        psnrs.extend((20 * torch.log10(1.0 / rmse.clamp(min=1e-10))).tolist())
-    return float(sum(psnrs) / len(psnrs)) if psnrs else math.nan
+        scores.append(cloudy_region_scores(pred, batch.target, batch.inputs.masks))
+        eps.append({key: torch.tensor([v]) for key, v in eps_mse_by_t(method, batch).items()})
+    return mean_scores([*scores, *eps])
 
 
 def _append_history(path: Path, rows: list[dict[str, Any]]) -> None:
     new = not path.is_file()
+    if not new:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if tuple(header) != HISTORY_FIELDS:  # written by an older version: rewrite in full
+            with path.open(newline="") as fh:
+                rows = [*csv.DictReader(fh), *rows]
+            new = True
+            path.unlink()
     with path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
         if new:
@@ -244,10 +312,12 @@ def _append_history(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def run_training(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size: int,
+def run_training(method: SeqDM, data_root: Path, out: Path, *, steps: int | None,
+                 batch_size: int,
                  device: torch.device, resume: bool, seed: int, progress: bool, workers: int,
                  region: str, crop: int | None) -> Path:
     """Train ``method`` (its ``net`` ends up holding the EMA weights); see SeqDM.fit.
+    ``steps=None`` trains ``epochs`` (config) passes over the train split.
 
     Under torchrun: data-parallel over the job's ranks (module docstring); ``batch_size`` is
     the global batch and must split evenly over them (UsageError otherwise).
@@ -284,7 +354,25 @@ def _checkpoint(method: SeqDM, trainer: Trainer, out: Path, rows: list[dict[str,
     distributed.barrier()
 
 
-def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size: int,
+def _total_steps(steps: int | None, cfg: dict[str, Any], source: DatasetSource) -> int:
+    """``steps``, or where None the config's ``epochs`` passes over the train split."""
+    if steps is not None:
+        return int(steps)
+    epochs = cfg.get("epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise UsageError(f"epochs: got {epochs!r}, expected an integer >= 1 (or give --steps)")
+    return epochs * source.steps_per_epoch
+
+
+def _validate_now(method: SeqDM, loader: torch.utils.data.DataLoader | None,
+                  cfg: dict[str, Any]) -> dict[str, float]:
+    """Rank 0 validates; every rank gets its scores."""
+    scores = (validate(method, loader, int(cfg["val_batches"]), int(cfg["val_sample_steps"]))
+              if distributed.info().is_main else None)
+    return distributed.broadcast_object(scores)
+
+
+def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int | None, batch_size: int,
            device: torch.device, resume: bool, seed: int, progress: bool, workers: int,
            region: str, crop: int | None) -> Path:
     cfg = method.config
@@ -292,6 +380,8 @@ def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size:
     main = distributed.info().is_main
     train_ds, val_ds = main_first(lambda: _datasets(data_root, int(cfg["train_L"]), region,
                                                     crop, seed))
+    if cfg["band_range"] is None:  # the same on every rank
+        method.set_band_range(*band_range(train_ds))
     trainer = _trainer(method, out, device, seed, resume)
     val_loader = None if val_ds is None or not main else _loader(val_ds, batch_size, workers,
                                                                  device)
@@ -299,8 +389,12 @@ def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size:
     source = DatasetSource(train_ds, batch_size, seed, workers, device.type == "cuda",
                            rank=info.rank, world_size=info.world_size)
     batches = _batches(source, trainer.iteration)
+    steps = _total_steps(steps, cfg, source)
     every = max(1, int(cfg["ckpt_every"]))
     rows: list[dict[str, Any]] = []
+    if trainer.iteration == 0 and val_ds is not None and int(cfg["val_batches"]) > 0:
+        # the learning curve's starting point
+        rows.append({"iteration": 0, "seconds": 0.0, **_validate_now(method, val_loader, cfg)})
     start = time.perf_counter()
     bar = tqdm(total=steps, initial=min(trainer.iteration, steps), desc="seqdm training",
                disable=not progress)
@@ -311,9 +405,7 @@ def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int, batch_size:
         rows.append(rec)
         bar.update(1)
         if trainer.iteration % every == 0 or trainer.iteration == steps:
-            psnr = (validate(method, val_loader, int(cfg["val_batches"]),
-                             int(cfg["val_sample_steps"])) if main else None)
-            rec["val_psnr"] = distributed.broadcast_object(psnr)
+            rec.update(_validate_now(method, val_loader, cfg))
             _checkpoint(method, trainer, out, rows)
             rows = []
     bar.close()
