@@ -87,10 +87,13 @@ def test_stgan_ddp_matches_single_process(synth_root: Path, tmp_path: Path) -> N
 
 
 def test_seqdm_ddp_matches_single_process(synth_root: Path, tmp_path: Path) -> None:
+    # at the paper's lr: the tiny preset's 2e-3 turns float-order differences in the gradient
+    # of near-zero-gradient biases into Adam updates (m / sqrt(v)) beyond the tolerance
+    args = ("--set", "lr=0.0001")
     single = tmp_path / "single"
-    assert main(_train_args("seqdm", synth_root, single, 2)) == 0
+    assert main(_train_args("seqdm", synth_root, single, 2, *args)) == 0
     multi = tmp_path / "multi"
-    _torchrun(_train_args("seqdm", synth_root, multi, 2), cwd=tmp_path)
+    _torchrun(_train_args("seqdm", synth_root, multi, 2, *args), cwd=tmp_path)
     _assert_same_run(single, multi, ["loss_clear", "loss_seq", "mse_clear", "vb_clear"])
     raw = [torch.load(p / "trainer.pt", weights_only=True)["model"] for p in (single, multi)]
     _assert_same_weights(*raw)  # raw weights as well as the EMA (model.safetensors)

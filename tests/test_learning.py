@@ -22,7 +22,9 @@ from crbench.registry import create_method, get_method_class
 from crbench.synth import synthesize
 
 MARGIN = 0.7
-"""A learned method passes with nrmse_cloudy below MARGIN x least cloudy's."""
+"""A learned method passes with nrmse_cloudy below MARGIN x least cloudy's..."""
+UNTRAINED_MARGIN = 0.8
+"""... and below UNTRAINED_MARGIN x its own with the initial weights."""
 STEPS = {"seq2point": 75, "stgan": 100, "seqdm": 200, "seqdm_no_tts": 200}
 """Training steps per method (measured, 32 px crops, batch 4: seq2point 0.057 and stgan 0.095
 against least cloudy's 0.26 in about 8 s and 11 s on one core; SeqDMs with its tiny preset,
@@ -67,6 +69,13 @@ def train(name: str, root: Path, out: Path, steps: int, **overrides: object) -> 
     return create_method(name, checkpoint=out, seq_len=L)
 
 
+def untrained_error(name: str, root: Path, out: Path) -> float:
+    """nrmse_cloudy of ``name`` with its initial weights (a run with lr = 0), so that what a
+    method gets without learning, e.g. SeqDMs' clip of x0 to the training targets' range, is
+    not counted as learning."""
+    return cloudy_error(train(name, root, out, 1, lr=0.0), root)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_learns_to_fill_clouds_better_than_least_cloudy(name: str, tree: Path, tmp_path: Path,
@@ -75,12 +84,17 @@ def test_learns_to_fill_clouds_better_than_least_cloudy(name: str, tree: Path, t
     assert error < MARGIN * least_cloudy_error, (
         f"{name} did not learn: nrmse_cloudy {error:.4f} after {STEPS[name]} steps is not below "
         f"{MARGIN} x least cloudy's {least_cloudy_error:.4f}")
+    before = untrained_error(name, tree, tmp_path / "untrained")
+    assert error < UNTRAINED_MARGIN * before, (
+        f"{name} did not learn: nrmse_cloudy {error:.4f} after {STEPS[name]} steps is not below "
+        f"{UNTRAINED_MARGIN} x its untrained {before:.4f}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(STEPS))
+@pytest.mark.parametrize("name", ["seq2point", "stgan"])
 def test_zero_learning_rate_does_not_pass(name: str, tree: Path, tmp_path: Path,
                                           least_cloudy_error: float) -> None:
-    # the check above is not trivially met: untrained weights (lr=0) stay far from the margin
+    # the least-cloudy check is not trivially met: untrained weights stay far from the margin
+    # (SeqDMs' untrained error is bounded by its clip range; its test compares with it)
     error = cloudy_error(train(name, tree, tmp_path / name, 5, lr=0.0), tree)
     assert error > MARGIN * least_cloudy_error

@@ -48,8 +48,9 @@ MASK_NOTES = {
     "toolbox": "nrmse_cloudy / nrmse_clear use the 'toolbox' mask convention: cloudy = cloudy "
                "in at least one input, clear = clear in all inputs.",
 }
-STGAN_NOTE = ("STGAN predicts only B04, B03, B02 and B08; its other bands come from the "
-              "mosaicing estimate, so its all-band metrics partly measure mosaicing.")
+STGAN_NOTE = ("STGAN with bands=rgbn (its full preset) predicts only B04, B03, B02 and B08; "
+              "its other bands come from the mosaicing estimate, so its all-band metrics "
+              "partly measure mosaicing (the tiny preset predicts all 13 bands).")
 
 
 class Format(enum.Enum):
