@@ -247,3 +247,24 @@ def test_fit_sets_the_range_from_the_train_split_and_loads_old_checkpoints(
            if k not in ("clip_range", "band_range")}
     cfg_path.write_text(json.dumps(old))  # a checkpoint from before the data range
     assert SeqDM.load(tmp_path / "a").diffusion.clip_bounds is None
+
+
+def test_posterior_sample_variance_ignores_the_learned_interpolation() -> None:
+    from crbench_methods.seqdm.diffusion import SampleVariance
+
+    x_t = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    out = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(8))
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(9))
+    t = torch.tensor([40, 70])
+    learned = DIFF.p_sample(out, x_t, t, noise)
+    post = GaussianDiffusion.from_schedule("linear", 100,
+                                           sample_variance=SampleVariance.POSTERIOR)
+    fixed = post.p_sample(out, x_t, t, noise)
+    torch.testing.assert_close(fixed["mean"], learned["mean"])  # same mean, other sigma
+    sigma = torch.as_tensor(np.sqrt(DIFF.posterior_variance[[40, 70]]),
+                            dtype=torch.float32).reshape(2, 1, 1, 1)
+    torch.testing.assert_close(fixed["sample"], fixed["mean"] + sigma * noise)
+    assert not torch.allclose(learned["sample"], fixed["sample"])
+    assert post.respaced(10).sample_variance is SampleVariance.POSTERIOR
+    assert SeqDM(preset="tiny").diffusion.sample_variance is SampleVariance.POSTERIOR
+    assert PRESETS["full"]["sample_variance"] == PRESETS["paper"]["sample_variance"] == "learned"

@@ -95,6 +95,21 @@ def _mean_flat(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Ten
     return (x * weight).sum(dim=dims) / weight.sum(dim=dims).clamp(min=1e-12)
 
 
+class SampleVariance(enum.Enum):
+    """The variance of each reverse step while sampling.
+
+    LEARNED: improved DDPM's interpolation between the posterior variance and beta (the
+        paper); it is trained by the VLB term alone (weight lambda = 0.001), so a briefly
+        trained model keeps its initial midpoint, which at respaced steps injects far more
+        noise than the next step removes (the fill turns to per-pixel noise).
+    POSTERIOR: the posterior variance beta-tilde_t (DDPM's lower bound), whatever the model
+        predicts.
+    """
+
+    LEARNED = "learned"
+    POSTERIOR = "posterior"
+
+
 @dataclass
 class Losses:
     """Per-element training losses: ``loss = mse + vb_weight * vb``."""
@@ -115,11 +130,13 @@ class GaussianDiffusion:
         clip_denoised: clip the predicted x0 to the data range in the reverse process.
         clip_bounds: per-channel (low, high) in data units ([-1, 1]) that ``clip_denoised``
             clips the x0 estimate to; None: [-1, 1].
+        sample_variance: the variance of a reverse step (:class:`SampleVariance`).
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None,
                  lambda_vlb: float = 0.001, clip_denoised: bool = True,
-                 clip_bounds: tuple[list[float], list[float]] | None = None) -> None:
+                 clip_bounds: tuple[list[float], list[float]] | None = None,
+                 sample_variance: SampleVariance | str = SampleVariance.LEARNED) -> None:
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or not ((b > 0) & (b <= 1)).all():
             raise UsageError("betas: expected a 1-D array with values in (0, 1]")
@@ -128,6 +145,7 @@ class GaussianDiffusion:
         self.timestep_map = list(range(len(b))) if timestep_map is None else list(timestep_map)
         self.lambda_vlb = float(lambda_vlb)
         self.clip_denoised = clip_denoised
+        self.sample_variance = SampleVariance(sample_variance)
         self.clip_bounds = None if clip_bounds is None else (
             [float(v) for v in clip_bounds[0]], [float(v) for v in clip_bounds[1]])
         alphas = 1.0 - b
@@ -164,7 +182,7 @@ class GaussianDiffusion:
                 last = abar
                 tmap.append(self.timestep_map[i])
         return GaussianDiffusion(np.array(betas), tmap, self.lambda_vlb, self.clip_denoised,
-                                 self.clip_bounds)
+                                 self.clip_bounds, self.sample_variance)
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` clipped to the data range: ``clip_bounds`` per channel, else [-1, 1]."""
@@ -227,10 +245,14 @@ class GaussianDiffusion:
 
     def p_sample(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                  noise: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One reverse step: x_{t-1} = mean + sigma * noise (no noise at t = 0)."""
+        """One reverse step: x_{t-1} = mean + sigma * noise (no noise at t = 0); sigma^2 as
+        ``sample_variance`` says."""
         out = self.p_mean_variance(model_out, x_t, t)
         nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
-        out["sample"] = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+        log_var = out["log_variance"]
+        if self.sample_variance is SampleVariance.POSTERIOR:
+            log_var = self._gather(self.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
+        out["sample"] = out["mean"] + nonzero * torch.exp(0.5 * log_var) * noise
         return out
 
     # ---- losses --------------------------------------------------------------------------
