@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from ..metrics import MaskConvention, region_masks
+
 VAL_COLUMNS = ("val_psnr", "val_nrmse_cloudy", "val_psnr_cloudy")
 
 
@@ -33,7 +35,8 @@ def cloudy_region_scores(pred: torch.Tensor, target: torch.Tensor, masks: torch.
     """
     err = (pred.double() - target.to(pred.device).double()) ** 2
     rmse = err.mean(dim=(1, 2, 3)).sqrt()
-    cloudy = (masks.to(pred.device) > 0.5).all(dim=1, keepdim=True).to(err.dtype)
+    cloudy = region_masks(masks.to(pred.device), MaskConvention.PAPER)[0]
+    cloudy = cloudy.unsqueeze(1).to(err.dtype)
     n = cloudy.sum(dim=(1, 2, 3)) * err.shape[1]
     rmse_c = ((err * cloudy).sum(dim=(1, 2, 3)) / n.clamp(min=1)).sqrt()
     rmse_c = torch.where(n > 0, rmse_c, torch.full_like(rmse_c, math.nan))
