@@ -96,9 +96,9 @@ from crbench.torchutil import (
     save_checkpoint,
 )
 
-from .diffusion import BetaSchedule, GaussianDiffusion, SampleVariance
+from .diffusion import BetaSchedule, ClipRange, GaussianDiffusion, SampleVariance
 from .network import NET_KEYS, MmDMNet
-from .seqtis import ClipRange, Fusion, LossRegion, RowDraws, UnknownState
+from .seqtis import Fusion, LossRegion, RowDraws, UnknownState
 from .seqtis import sample as seqtis_sample
 
 __all__ = ["PRESETS", "SeqDM", "SeqDMNoTTS"]

@@ -95,6 +95,19 @@ def _mean_flat(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Ten
     return (x * weight).sum(dim=dims) / weight.sum(dim=dims).clamp(min=1e-12)
 
 
+class ClipRange(enum.Enum):
+    """What sampling clips the x0 estimate to.
+
+    FULL: [-1, 1], the whole reflectance range [0, 1] (ADM's clip).
+    DATA: the per-band range of the clear training targets. Early in the reverse process the
+        x0 estimate is mostly noise; clipped to a range whose centre (reflectance 0.5) lies far
+        from the data (clear land near 0.1), it is biased towards bright, cloud-like values.
+    """
+
+    FULL = "full"
+    DATA = "data"
+
+
 class SampleVariance(enum.Enum):
     """The variance of each reverse step while sampling.
 

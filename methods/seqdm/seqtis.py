@@ -33,19 +33,6 @@ class Fusion(enum.Enum):
     FUSE_THEN_NOISE = "fuse-then-noise"
 
 
-class ClipRange(enum.Enum):
-    """What sampling clips the x0 estimate to.
-
-    FULL: [-1, 1], the whole reflectance range [0, 1] (ADM's clip).
-    DATA: the per-band range of the clear training targets. Early in the reverse process the
-        x0 estimate is mostly noise; clipped to a range whose centre (reflectance 0.5) lies far
-        from the data (clear land near 0.1), it is biased towards bright, cloud-like values.
-    """
-
-    FULL = "full"
-    DATA = "data"
-
-
 class LossRegion(enum.Enum):
     """Where the Eq. 28 loss is taken.
 
