@@ -268,3 +268,27 @@ def test_posterior_sample_variance_ignores_the_learned_interpolation() -> None:
     assert post.respaced(10).sample_variance is SampleVariance.POSTERIOR
     assert SeqDM(preset="tiny").diffusion.sample_variance is SampleVariance.POSTERIOR
     assert PRESETS["full"]["sample_variance"] == PRESETS["paper"]["sample_variance"] == "learned"
+
+
+def test_clean_aux_condition_gives_the_network_s1_undiffused() -> None:
+    from crbench_methods.seqdm.seqtis import AuxCondition, fuse_aux, loss_clear
+
+    g = torch.Generator().manual_seed(3)
+    s1 = torch.rand(2, 3, 2, 4, 4, generator=g) * 2 - 1  # (B, L, 2, H, W)
+    t = torch.tensor([90, 99])
+    clean = fuse_aux(DIFF, s1, t, Fusion.NOISE_THEN_FUSE, g, AuxCondition.CLEAN)
+    torch.testing.assert_close(clean, s1.mean(dim=1))
+    diffused = fuse_aux(DIFF, s1, t, Fusion.NOISE_THEN_FUSE, g)
+    assert (diffused - s1.mean(dim=1)).abs().mean() > 0.3  # near noise at t = 90, 99
+    seen: list[torch.Tensor] = []
+
+    def net(x: torch.Tensor, a: torch.Tensor, tm: torch.Tensor) -> torch.Tensor:
+        seen.append(a)
+        return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+    x0, a0 = torch.rand(2, 3, 4, 4, generator=g), s1[:, 0]
+    loss_clear(DIFF, net, x0, a0, t, g, AuxCondition.CLEAN)
+    loss_clear(DIFF, net, x0, a0, t, g)
+    torch.testing.assert_close(seen[0], a0)
+    assert (seen[1] - a0).abs().mean() > 0.3
+    assert all(p["aux_condition"] == "diffused" for p in PRESETS.values())  # the paper's

@@ -58,6 +58,19 @@ class UnknownState(enum.Enum):
     NOISE = "noise"
 
 
+class AuxCondition(enum.Enum):
+    """What the network is given of the auxiliary (S1) modality.
+
+    DIFFUSED: A_t, the S1 image diffused to the same step as X_t (MmDM, the paper): near pure
+        noise the condition carries almost nothing of S1.
+    CLEAN: the clean S1 image A_0 (averaged over the L dates at inference, as the diffused
+        one): the usual conditional diffusion (SR3, Palette); S1 informs every step.
+    """
+
+    DIFFUSED = "diffused"
+    CLEAN = "clean"
+
+
 class GlobalDraws:
     """Random draws for one rank's share of a global batch (data-parallel training).
 
@@ -141,9 +154,13 @@ def _seq_noise(seq: torch.Tensor, fusion: Fusion, shared: bool,
 
 
 def fuse_aux(diff: GaussianDiffusion, a_seq: torch.Tensor, t: torch.Tensor, fusion: Fusion,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """A~_t: the auxiliary (S1) sequence diffused to index t and averaged over all L dates."""
+             generator: torch.Generator | None = None,
+             aux: AuxCondition = AuxCondition.DIFFUSED) -> torch.Tensor:
+    """A~_t: the auxiliary (S1) sequence diffused to index t and averaged over all L dates
+    (``AuxCondition.CLEAN``: the clean average)."""
     ones = torch.ones_like(a_seq[:, :, :1])
+    if aux is AuxCondition.CLEAN:
+        return fuse_clean(a_seq, ones, 0.0)
     noise = _seq_noise(a_seq, fusion, False, generator)
     return fuse_noisy(diff, a_seq, ones, t, noise, fusion, 0.0)
 
@@ -152,7 +169,8 @@ def fuse_aux(diff: GaussianDiffusion, a_seq: torch.Tensor, t: torch.Tensor, fusi
 def sample(diff: GaussianDiffusion, net: Net, s2: torch.Tensor, s1: torch.Tensor,
            clear: torch.Tensor, *, fusion: Fusion = Fusion.NOISE_THEN_FUSE,
            shared_noise: bool = False, s: float = 1e-8,
-           generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+           generator: torch.Generator | None = None, progress: bool = False,
+           aux: AuxCondition = AuxCondition.DIFFUSED) -> torch.Tensor:
     """Conditional inference (Algorithm 1) for any L: returns X_0, (B, C, H, W) in [-1, 1].
 
     At every step the known region M takes the fused clear dates diffused to t-1 and the rest
@@ -164,7 +182,7 @@ def sample(diff: GaussianDiffusion, net: Net, s2: torch.Tensor, s1: torch.Tensor
     for i in tqdm(range(diff.num_timesteps - 1, -1, -1), desc="seqdm sampling",
                   disable=not progress, leave=False):
         t = torch.full((b,), i, device=s2.device, dtype=torch.long)
-        a_t = fuse_aux(diff, s1, t, fusion, generator)
+        a_t = fuse_aux(diff, s1, t, fusion, generator, aux)
         out = net(x, a_t, diff.model_timesteps(t))
         unknown = diff.p_sample(out, x, t, randn(tuple(x.shape), x, generator))["sample"]
         noise = _seq_noise(s2, fusion, shared_noise, generator)
@@ -174,9 +192,12 @@ def sample(diff: GaussianDiffusion, net: Net, s2: torch.Tensor, s1: torch.Tensor
 
 
 def loss_clear(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, a0: torch.Tensor,
-               t: torch.Tensor, generator: torch.Generator | None = None) -> Losses:
+               t: torch.Tensor, generator: torch.Generator | None = None,
+               aux: AuxCondition = AuxCondition.DIFFUSED) -> Losses:
     """Eq. 27: hybrid loss on a cloud-free image X_0 and its S1 image A_0."""
     a_t = diff.q_sample(a0, t, randn(tuple(a0.shape), a0, generator))
+    if aux is AuxCondition.CLEAN:
+        a_t = a0
     noise = randn(tuple(x0.shape), x0, generator)
     return diff.training_losses(lambda x, tm: net(x, a_t, tm), x0, t, noise)
 
@@ -203,7 +224,8 @@ def loss_sequence(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, s2: torch
                   fusion: Fusion = Fusion.NOISE_THEN_FUSE, shared_noise: bool = False,
                   s: float = 1e-8, region: LossRegion = LossRegion.ALL,
                   unknown: UnknownState = UnknownState.TARGET,
-                  generator: torch.Generator | None = None) -> Losses:
+                  generator: torch.Generator | None = None,
+                  aux: AuxCondition = AuxCondition.DIFFUSED) -> Losses:
     """Eq. 28: hybrid loss on the fused cloudy sequence, regressing onto the target's noise.
 
     The network sees the state it meets at inference (fused known regions + diffused target in
@@ -214,7 +236,7 @@ def loss_sequence(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, s2: torch
     x_t = fused_training_state(diff, x0, s2, clear, t, eps_hat, fusion=fusion,
                                shared_noise=shared_noise, s=s, unknown=unknown,
                                generator=generator)
-    a_t = fuse_aux(diff, s1, t, fusion, generator)
+    a_t = fuse_aux(diff, s1, t, fusion, generator, aux)
     known = region_mask(clear)
     weight = 1.0 - known if region is LossRegion.UNKNOWN else None
     vb_x0 = x0

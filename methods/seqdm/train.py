@@ -51,7 +51,15 @@ from crbench.training.batches import (
 from crbench.training.validation import cloudy_region_scores, mean_scores
 
 from .diffusion import GaussianDiffusion, Losses
-from .seqtis import Fusion, GlobalDraws, LossRegion, UnknownState, loss_clear, loss_sequence
+from .seqtis import (
+    AuxCondition,
+    Fusion,
+    GlobalDraws,
+    LossRegion,
+    UnknownState,
+    loss_clear,
+    loss_sequence,
+)
 
 if TYPE_CHECKING:
     from . import SeqDM
@@ -178,7 +186,8 @@ class Trainer:
         rec: dict[str, float] = {}
         t = share.take(self.diff.sample_t(share.global_size, self.device, self.generator))
         with autocast(self.device):
-            losses = loss_clear(self.diff, self.net, b.x0, b.a0, t, draws)
+            losses = loss_clear(self.diff, self.net, b.x0, b.a0, t, draws,
+                                AuxCondition(self.cfg["aux_condition"]))
         rec["mse_clear"] = float(losses.mse.detach().mean())
         rec["vb_clear"] = float(losses.vb.detach().mean())
         rec["loss_clear"] = self._update(losses, share.weight)
@@ -190,7 +199,8 @@ class Trainer:
                     fusion=Fusion(self.cfg["fusion"]), shared_noise=bool(self.cfg["shared_noise"]),
                     s=float(self.cfg["fusion_offset"]),
                     region=LossRegion(self.cfg["seq_loss_region"]),
-                    unknown=UnknownState(self.cfg["seq_unknown"]), generator=draws)
+                    unknown=UnknownState(self.cfg["seq_unknown"]), generator=draws,
+                    aux=AuxCondition(self.cfg["aux_condition"]))
             rec["loss_seq"] = self._update(losses, share.weight)
         self.iteration += 1
         return weighted_mean_over_ranks(rec, share.weight)
@@ -270,6 +280,8 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
         noise = torch.randn(b.x0.shape, generator=gen, device=method.device)
         a_t = diff.q_sample(b.a0, t, torch.randn(b.a0.shape, generator=gen,
                                                   device=method.device))
+        if method.config["aux_condition"] == AuxCondition.CLEAN.value:
+            a_t = b.a0
         eps = method._net_fn(diff.q_sample(b.x0, t, noise), a_t, diff.model_timesteps(t))
         out[f"val_eps_q{k + 1}"] = float(((eps[:, :noise.shape[1]] - noise) ** 2).mean())
     return out
