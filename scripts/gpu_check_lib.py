@@ -76,7 +76,7 @@ def make_plan(device: str, smoke: bool) -> Plan:
                     metrics_batch=2, e2e_size=32, e2e_patches=3, e2e_steps=2)
     return Plan(device=device, smoke=False, side=256, seqdm_preset="full",
                 learned_preset="full", amp_modes=amp, train_batches=(1, 4, 8), train_warmup=3,
-                train_timed=5, sample_batches=(1, 8, 32), sample_steps=10, compile=cuda,
+                train_timed=5, sample_batches=(1, 8, 32), sample_steps=20, compile=cuda,
                 matmul_n=8192 if cuda else 2048, matmul_dtype="bf16" if cuda else "fp32",
                 learned_batch=4, metrics_batch=16, e2e_size=64, e2e_patches=4, e2e_steps=10)
 
