@@ -149,3 +149,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...],
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], res.stderr
+
+
+def test_crbench_is_linked_where_pip_cannot_build_it(tmp_path: Path) -> None:
+    """The fallback of --wheels: links to the source packages and the entry points of
+    pyproject.toml, which the method registry reads."""
+    import importlib.util
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as the script's fallback
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.link_crbench(tmp_path)
+    assert (tmp_path / "crbench_methods" / "seqdm" / "__init__.py").is_file()
+    assert (tmp_path / "crbench" / "registry.py").is_file()
+    text = (tmp_path / "crbench-0.1.0.dist-info" / "entry_points.txt").read_text()
+    methods = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][
+        "crbench.methods"]
+    assert "[crbench.methods]" in text
+    assert all(f"{k} = {v}" in text for k, v in methods.items()) and len(methods) == 6
