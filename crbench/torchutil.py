@@ -57,6 +57,14 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None = None) -> torch
     return torch.amp.GradScaler("cuda", enabled=fp16)
 
 
+def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any]) -> None:
+    """Restore a GradScaler; an empty state (written by a disabled scaler: a CPU or bf16 run)
+    leaves it at its initial scale, so a run started on CPU or a bf16 GPU can be resumed on
+    an fp16-only GPU (torch refuses to load an empty state into an enabled scaler)."""
+    if state:
+        scaler.load_state_dict(dict(state))
+
+
 def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], trainer_state: Mapping[str, Any] | None = None
                     ) -> Path:

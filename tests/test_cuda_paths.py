@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from crbench.torchutil import amp_dtype, autocast
+from crbench.torchutil import amp_dtype, autocast, load_scaler_state
 from crbench_methods.seqdm import SeqDM
 from crbench_methods.seqdm.seqtis import GlobalDraws, RowDraws, sample
 from crbench_methods.seqdm.train import TrainBatch, Trainer
@@ -119,3 +119,23 @@ def test_fp16_trainer_scales_its_loss() -> None:
     trainer = Trainer(m.net, m.diffusion, m.config, torch.device("cuda"), seed=0,
                       amp_dtype=torch.float16)
     assert trainer.scaler.is_enabled()
+
+
+def test_resume_on_an_fp16_gpu_of_a_run_without_loss_scaling() -> None:
+    """A checkpoint written where the GradScaler is disabled (CPU, or a bf16 GPU) stores an
+    empty scaler state, which torch refuses to load into an enabled scaler (an fp16-only GPU).
+    An enabled CPU GradScaler stands in for the fp16 one: resuming must start it at its
+    initial scale instead of raising."""
+    m = SeqDM(preset="tiny")
+    first = Trainer(m.net, m.diffusion, m.config, torch.device("cpu"), seed=0)
+    s2, s1, clear = _sequence(side=16)
+    first.iterate(TrainBatch(x0=s2[:, 0], a0=s1[:, 0], s2=s2, s1=s1, clear=clear))
+    state = first.state()
+    assert state["scaler"] == {}  # disabled: nothing to store
+    second = Trainer(m.net, m.diffusion, m.config, torch.device("cpu"), seed=0)
+    second.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    second.load_state(state)
+    assert second.iteration == 1 and second.scaler.get_scale() == 2.0**16
+    scaled = torch.amp.GradScaler("cpu", enabled=True, init_scale=128.0)
+    load_scaler_state(second.scaler, scaled.state_dict())  # a real state still loads
+    assert second.scaler.get_scale() == 128.0

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from crbench import distributed
 from crbench.api import Batch, Inputs, collate
 from crbench.errors import CheckpointError, DataError, UsageError
-from crbench.torchutil import autocast, grad_scaler, load_trainer_state
+from crbench.torchutil import autocast, grad_scaler, load_scaler_state, load_trainer_state
 from crbench.training.batches import (
     DatasetSource,
     Share,
@@ -211,7 +211,7 @@ class Trainer:
         """Restore :meth:`state` (the EMA weights come from model.safetensors)."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.iteration = int(state["iteration"])
         self.optimizer_steps = int(state["optimizer_steps"])
         self.generator.set_state(state["generator"])
