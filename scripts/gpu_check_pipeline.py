@@ -178,13 +178,17 @@ def _compare(a: dict[tuple[str, str, str], dict[str, float]],
         keys = sorted(k for k in a if k[0] == method and k in b)
         diffs = [abs(a[k][m] - b[k][m]) for k in keys for m in METRICS
                  if math.isfinite(a[k][m]) and math.isfinite(b[k][m])]
+        # a value finite on one device only (e.g. PSNR inf against a large finite one)
+        mismatch = sum(math.isfinite(a[k][m]) != math.isfinite(b[k][m])
+                       for k in keys for m in METRICS)
         means = {m: abs(sum(a[k][m] for k in keys) - sum(b[k][m] for k in keys))
                  / max(1, len(keys)) for m in ("nrmse_all", "ssim")}
         tol = 1e-5 if method in DETERMINISTIC else None
-        out[method] = {"rows": len(keys), "max_abs_diff": max(diffs, default=0.0),
-                       "mean_abs_diff": means, "tolerance": tol,
-                       "ok": None if tol is None else bool(keys) and max(diffs, default=0.0)
-                       <= tol}
+        worst = max(diffs, default=0.0)
+        out[method] = {"rows": len(keys), "max_abs_diff": worst, "mean_abs_diff": means,
+                       "finite_mismatches": mismatch, "tolerance": tol,
+                       "ok": None if tol is None else bool(keys) and worst <= tol
+                       and mismatch == 0}
     return out
 
 

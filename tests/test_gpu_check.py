@@ -102,6 +102,7 @@ def test_smoke_cpu_vs_cpu_comparisons_agree(smoke: tuple[dict[str, Any], str]) -
     for method, cmp in e2e["compare"].items():
         assert cmp["rows"] > 0, method
         assert cmp["max_abs_diff"] == 0.0, method  # the same device twice: identical rows
+        assert cmp["finite_mismatches"] == 0, method
     assert e2e["compare"]["least_cloudy"]["ok"] and e2e["compare"]["mosaicing"]["ok"]
     prec = s["seqdm_precision"]
     assert prec["fp16"]["nonfinite_modules"] == [] and prec["fp16"]["max_abs_activation"] > 0
