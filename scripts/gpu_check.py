@@ -233,7 +233,7 @@ def table(data: dict[str, Any]) -> str:
     lines = [f"crbench gpu_check ({data['sections'].get('env', {}).get('device_name')}), "
              f"{data.get('elapsed_s')} s"]
     keys = ("amp", "variant", "method", "batch", "seconds_per_iteration", "samples_per_s",
-            "images_x_steps_per_s", "train_step_s", "inference_samples_per_s",
+            "images_x_steps_per_s", "call_overhead_s", "train_step_s", "inference_samples_per_s",
             "fraction_of_peak", "peak_mem_gib", "grad_scale", "skipped")
     for name, sec in data["sections"].items():
         extra = sec.get("error") or sec.get("note") or sec.get("skipped") or ""

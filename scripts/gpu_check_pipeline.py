@@ -228,9 +228,11 @@ def project_tables(sampling: dict[str, Any]) -> dict[str, Any]:
     best = best_sampling(sampling)
     if best is None:
         return {"skipped": "no sampling throughput was measured"}
-    rate = best["images_x_steps_per_s"]
+    rate, calls = best["images_x_steps_per_s"], TEST_PATCHES * len(TABLE_L) / best["batch"]
     images = TEST_PATCHES * len(TABLE_L)
-    hours = {str(s): images * s / rate / 3600.0 for s in TABLE_STEPS}
-    return {"from": {k: best[k] for k in ("variant", "batch", "images_x_steps_per_s")},
+    overhead = best.get("call_overhead_s", 0.0) * calls  # once per batch of images
+    hours = {str(s): (images * s / rate + overhead) / 3600.0 for s in TABLE_STEPS}
+    return {"from": {k: best.get(k) for k in ("variant", "batch", "images_x_steps_per_s",
+                                              "call_overhead_s")},
             "images": images, "hours_by_steps": hours,
             "note": f"{TEST_PATCHES} test patches x L = 3, 4, 5, one draw (--samples 1)"}

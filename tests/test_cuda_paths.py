@@ -139,3 +139,19 @@ def test_resume_on_an_fp16_gpu_of_a_run_without_loss_scaling() -> None:
     scaled = torch.amp.GradScaler("cpu", enabled=True, init_scale=128.0)
     load_scaler_state(second.scaler, scaled.state_dict())  # a real state still loads
     assert second.scaler.get_scale() == 128.0
+
+
+def test_row_seeds_copy_the_batch_once_and_keep_their_values() -> None:
+    """The per-sample seeds (the sampling noise of every SeqDMs row) are what hashing each
+    sample's bytes one by one gave, also for a non-contiguous batch and K > 1, now that the
+    batch leaves the device in one copy and the digests run in threads."""
+    import hashlib
+
+    from crbench_methods.seqdm import _row_seeds
+
+    g = torch.Generator().manual_seed(0)
+    s2 = torch.rand(3, 2, 13, 8, 8, generator=g).transpose(-1, -2)  # non-contiguous
+    digests = [hashlib.sha256(x.float().numpy().tobytes()).digest()[:8] for x in s2]
+    want = [int.from_bytes(hashlib.sha256(f"5|{j}|".encode() + d).digest()[:8], "little") >> 1
+            for j in range(2) for d in digests]
+    assert _row_seeds(s2, 2, 5) == want
