@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageProblem as exc:
         print(f"gpu_check: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # pip failed: nothing measured
+        print(f"gpu_check: error: {exc}", file=sys.stderr)
+        return 1
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import gpu_check_lib as lib
 

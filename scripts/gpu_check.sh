@@ -12,4 +12,4 @@ WHEELS=()
 if compgen -G ".whl/*.whl" >/dev/null; then
   WHEELS=(--wheels .whl)
 fi
-PYTHONUNBUFFERED=1 exec "$PY" scripts/gpu_check.py "${WHEELS[@]}" "$@"
+PYTHONUNBUFFERED=1 exec "$PY" scripts/gpu_check.py ${WHEELS[@]+"${WHEELS[@]}"} "$@"

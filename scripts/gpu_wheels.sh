@@ -2,10 +2,11 @@
 # Download, here (where the package index is reachable), the wheels that the GPU machine's
 # image lacks and crbench needs, for CPython 3.12 on x86-64 Linux, into .whl/ (git-ignored).
 #
-# The image (/work/.library/device/KINDS.md: Python 3.12, torch 2.11, numpy, scipy, pandas,
-# matplotlib, opencv-python-headless, safetensors, tqdm, huggingface-hub, pillow, requests,
-# click, attrs, ...) has no rasterio, s2cloudless or diffusers; below are those three and each
-# of their requirements the image does not hold either (read off the wheels' Requires-Dist).
+# The image of the GPU machines lent to this project (Python 3.12, torch 2.11, numpy, scipy,
+# pandas, matplotlib, opencv-python-headless, safetensors, tqdm, huggingface-hub, pillow,
+# requests, click, attrs, ...) has no rasterio, s2cloudless or diffusers; below are those
+# three and each of their requirements the image does not hold either (read off the wheels'
+# Requires-Dist). Together about 60 MiB.
 # Versions are the ones crbench is tested with here. scripts/gpu_check.sh installs them there
 # with `pip install --no-index --no-deps --target ...`.
 #
