@@ -30,18 +30,39 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op on CPU."""
-    if device.type != "cuda" or not enabled:
+def amp_dtype(device: torch.device, dtype: torch.dtype | None = None) -> torch.dtype | None:
+    """The autocast dtype on ``device``: None (full precision) on CPU; on CUDA ``dtype`` if
+    given (e.g. ``torch.float16``, the paper's FP16 training), else bf16 where supported,
+    else fp16."""
+    if device.type != "cuda":
+        return None
+    if dtype is not None:
+        return dtype
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None
+             ) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA in :func:`amp_dtype`'s dtype; a no-op on CPU."""
+    chosen = amp_dtype(device, dtype)
+    if chosen is None or not enabled:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=chosen)
 
 
-def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
-    """A GradScaler active only for fp16 autocast on CUDA."""
-    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+def grad_scaler(device: torch.device, dtype: torch.dtype | None = None) -> torch.amp.GradScaler:
+    """A GradScaler active only when :func:`amp_dtype` is fp16 on CUDA (bf16 has fp32's
+    exponent range and needs no loss scaling)."""
+    fp16 = amp_dtype(device, dtype) == torch.float16
     return torch.amp.GradScaler("cuda", enabled=fp16)
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any]) -> None:
+    """Restore a GradScaler; an empty state (written by a disabled scaler: a CPU or bf16 run)
+    leaves it at its initial scale, so a run started on CPU or a bf16 GPU can be resumed on
+    an fp16-only GPU (torch refuses to load an empty state into an enabled scaler)."""
+    if state:
+        scaler.load_state_dict(dict(state))
 
 
 def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor],

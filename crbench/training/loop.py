@@ -84,6 +84,7 @@ from ..torchutil import (
     check_config,
     eval_mode,
     load_checkpoint,
+    load_scaler_state,
     load_trainer_state,
     pick_device,
     read_config,
@@ -324,7 +325,7 @@ class Trainer:
         for sched in parts.schedulers.values():
             _refresh_lr(sched)
         for name, sd in state["scalers"].items():
-            ctx.scalers[name].load_state_dict(sd)
+            load_scaler_state(ctx.scalers[name], sd)
         ctx.step, ctx.epoch = int(state["step"]), int(state["epoch"])
         _set_rng_state(state["rng"])
         self.history = [r for r in state["history"] if r["step"] <= ctx.step]

@@ -84,9 +84,12 @@ once) and ``progress`` (tqdm over diffusion steps).
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -168,12 +171,21 @@ def _check_config(cfg: dict[str, Any]) -> None:
             raise UsageError(f"{key}: got {cfg[key]!r}, expected true or false")
 
 
+def _digest(x: np.ndarray) -> bytes:
+    """First 8 bytes of the sha256 of ``x``'s values in C order (as ``x.tobytes()``)."""
+    return hashlib.sha256(np.ascontiguousarray(x)).digest()[:8]
+
+
 def _row_seeds(s2: torch.Tensor, k: int, seed: int) -> list[int]:
     """Seeds of the k x B sampling rows (draw-major, as ``repeat`` orders them): from the
     sampling seed, the draw index and a digest of the sample's own input pixels, so a sample
     gets the same noise whatever batch, shard or rank it is evaluated in."""
-    digests = [hashlib.sha256(x.detach().float().cpu().numpy().tobytes()).digest()[:8]
-               for x in s2]
+    host = s2.detach().float().cpu().numpy()  # one copy off the device for the whole batch
+    # sha256 releases the GIL: the samples' digests are computed in parallel (hashing a
+    # batch of 32 256 px sequences takes about 1 s on one core, next to 50 sampling steps
+    # of about 3 s on a fast GPU)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(host), os.cpu_count() or 1))) as pool:
+        digests = list(pool.map(_digest, host))
     return [int.from_bytes(hashlib.sha256(f"{seed}|{j}|".encode() + d).digest()[:8],
                            "little") >> 1 for j in range(k) for d in digests]
 

@@ -177,7 +177,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = ((1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas)
                                      / (1.0 - self.alphas_cumprod))
         self.log_betas = np.log(b)
-        self._tables: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._tables: dict[tuple[object, torch.device, torch.dtype], torch.Tensor] = {}
 
     @classmethod
     def from_schedule(cls, schedule: BetaSchedule | str, num_steps: int,
@@ -202,22 +202,30 @@ class GaussianDiffusion:
         if self.clip_bounds is None:
             return x0.clamp(-1.0, 1.0)
         shape = (1, -1, *([1] * (x0.ndim - 2)))
-        lo, hi = (torch.as_tensor(b, device=x0.device, dtype=x0.dtype).reshape(shape)
-                  for b in self.clip_bounds)
+        lo, hi = (self._table(key, b, x0.device, x0.dtype).reshape(shape)
+                  for key, b in zip(("clip_low", "clip_high"), self.clip_bounds, strict=True))
         return torch.minimum(torch.maximum(x0, lo), hi)
 
     # ---- helpers -------------------------------------------------------------------------
+    def _table(self, key: object, values: np.ndarray | list[float] | list[int],
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``values`` as a tensor on ``device``, built once per (key, device, dtype): a tensor
+        made from host data inside the sampling loop would be a host-to-device copy, and a
+        stream synchronisation, at every step on CUDA."""
+        cache_key = (key, device, dtype)
+        table = self._tables.get(cache_key)
+        if table is None:
+            table = self._tables[cache_key] = torch.as_tensor(values, device=device).to(dtype)
+        return table
+
     def _gather(self, arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``arr[t]`` as a (B, 1, ..., 1) tensor of ``like``'s dtype (tables cached per device)."""
-        key = (id(arr), t.device, like.dtype)
-        table = self._tables.get(key)
-        if table is None:
-            table = self._tables[key] = torch.as_tensor(arr, device=t.device).to(like.dtype)
+        table = self._table(id(arr), arr, t.device, like.dtype)
         return table[t].reshape(-1, *([1] * (like.ndim - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original step indices the network is conditioned on."""
-        return torch.as_tensor(self.timestep_map, device=t.device, dtype=torch.long)[t]
+        return self._table("timestep_map", self.timestep_map, t.device, torch.long)[t]
 
     # ---- forward process -----------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -82,12 +82,16 @@ class GlobalDraws:
     def __init__(self, generator: torch.Generator, rows: Sequence[int], global_size: int) -> None:
         self.generator, self.global_size = generator, int(global_size)
         self.rows = list(rows)
+        self._index: dict[torch.device, torch.Tensor] = {}  # rows on each device, made once
 
     def randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """Noise of ``shape`` (first dim: this rank's batch) on ``like``'s device and dtype."""
         full = torch.randn((self.global_size, *shape[1:]), generator=self.generator,
                            device=like.device, dtype=like.dtype)
-        return full[torch.as_tensor(self.rows, device=like.device)]
+        index = self._index.get(like.device)
+        if index is None:
+            index = self._index[like.device] = torch.as_tensor(self.rows, device=like.device)
+        return full[index]
 
 
 class RowDraws:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from crbench import distributed
 from crbench.api import Batch, Inputs, collate
 from crbench.errors import CheckpointError, DataError, UsageError
-from crbench.torchutil import autocast, grad_scaler, load_trainer_state
+from crbench.torchutil import autocast, grad_scaler, load_scaler_state, load_trainer_state
 from crbench.training.batches import (
     DatasetSource,
     Share,
@@ -91,12 +91,14 @@ def prepare_batch(batch: Batch, device: torch.device) -> TrainBatch:
     date's own S1 image (``batch.target_s1``; SEN12MS-CR-TS has S1 for every date); a batch
     without it (a dataset made without ``target_s1=True``) falls back to the S1 of the input
     date nearest in time."""
-    inputs = batch.inputs.to(device)
+    # non-blocking: the training loader pins its batches on CUDA, so the copies overlap
+    # with the host's work instead of stalling it
+    inputs = batch.inputs.to(device, non_blocking=True)
     s2, s1, clear = to_network(inputs)
-    x0 = batch.target.to(device) * 2.0 - 1.0
+    x0 = batch.target.to(device, non_blocking=True) * 2.0 - 1.0
     if batch.target_s1 is not None:
-        return TrainBatch(x0=x0, a0=batch.target_s1.to(device) * 2.0 - 1.0, s2=s2, s1=s1,
-                          clear=clear)
+        return TrainBatch(x0=x0, a0=batch.target_s1.to(device, non_blocking=True) * 2.0 - 1.0,
+                          s2=s2, s1=s1, clear=clear)
     nearest = [min(range(len(m.input_idx)), key=lambda j, m=m: abs(m.input_idx[j] - m.target_idx))
                for m in batch.meta]
     rows = torch.arange(s1.shape[0], device=device)
@@ -123,14 +125,15 @@ class Trainer:
     """
 
     def __init__(self, ema_net: nn.Module, diff: GaussianDiffusion, cfg: dict[str, Any],
-                 device: torch.device, seed: int = 0) -> None:
-        self.cfg, self.diff, self.device = cfg, diff, device
+                 device: torch.device, seed: int = 0, amp_dtype: torch.dtype | None = None
+                 ) -> None:
+        self.cfg, self.diff, self.device, self.amp_dtype = cfg, diff, device, amp_dtype
         self.ema = ema_net.to(device).requires_grad_(False)
         self.model = copy.deepcopy(self.ema).requires_grad_(True).train()
         self.net: nn.Module = self.model  # what forward passes go through (DDP wrapper)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg["lr"]),
                                      weight_decay=float(cfg["weight_decay"]))
-        self.scaler = grad_scaler(device)
+        self.scaler = grad_scaler(device, amp_dtype)
         self.generator = torch.Generator(device).manual_seed(seed)
         self.iteration = 0
         self.optimizer_steps = 0
@@ -143,7 +146,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
 
-    def _update(self, losses: Losses, weight: float = 1.0) -> float:
+    def _update(self, losses: Losses, weight: float = 1.0) -> torch.Tensor:
         loss = losses.loss.mean()
         self.opt.zero_grad(set_to_none=True)
         # weight != 1: uneven last global batch under DDP (see crbench.training.batches.Share)
@@ -156,7 +159,7 @@ class Trainer:
         self.scaler.update()
         self._ema_update()
         self.optimizer_steps += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def ema_rate(self) -> float:
         """The EMA decay of the next update: ``ema_decay``, or with ``ema_warmup``
@@ -183,17 +186,19 @@ class Trainer:
         draws: torch.Generator | GlobalDraws = self.generator
         if share.global_size != b.x0.shape[0]:
             draws = GlobalDraws(self.generator, share.rows, share.global_size)
-        rec: dict[str, float] = {}
+        # losses stay on the device until the iteration ends: one device-to-host copy (and
+        # synchronisation) per iteration instead of one per value
+        rec: dict[str, torch.Tensor] = {}
         t = share.take(self.diff.sample_t(share.global_size, self.device, self.generator))
-        with autocast(self.device):
+        with autocast(self.device, dtype=self.amp_dtype):
             losses = loss_clear(self.diff, self.net, b.x0, b.a0, t, draws,
                                 AuxCondition(self.cfg["aux_condition"]))
-        rec["mse_clear"] = float(losses.mse.detach().mean())
-        rec["vb_clear"] = float(losses.vb.detach().mean())
+        rec["mse_clear"] = losses.mse.detach().mean()
+        rec["vb_clear"] = losses.vb.detach().mean()
         rec["loss_clear"] = self._update(losses, share.weight)
         if self.cfg["temporal_training"]:
             t = share.take(self.diff.sample_t(share.global_size, self.device, self.generator))
-            with autocast(self.device):
+            with autocast(self.device, dtype=self.amp_dtype):
                 losses = loss_sequence(
                     self.diff, self.net, b.x0, b.s2, b.s1, b.clear, t,
                     fusion=Fusion(self.cfg["fusion"]), shared_noise=bool(self.cfg["shared_noise"]),
@@ -203,7 +208,8 @@ class Trainer:
                     aux=AuxCondition(self.cfg["aux_condition"]))
             rec["loss_seq"] = self._update(losses, share.weight)
         self.iteration += 1
-        return weighted_mean_over_ranks(rec, share.weight)
+        values = torch.stack([v.float() for v in rec.values()]).tolist()
+        return weighted_mean_over_ranks(dict(zip(rec, values, strict=True)), share.weight)
 
     def state(self) -> dict[str, Any]:
         """Resumable state (loadable with ``torch.load(weights_only=True)``)."""
@@ -215,7 +221,7 @@ class Trainer:
         """Restore :meth:`state` (the EMA weights come from model.safetensors)."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.iteration = int(state["iteration"])
         self.optimizer_steps = int(state["optimizer_steps"])
         self.generator.set_state(state["generator"])
