@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,9 @@ def load_trainer_state(path: Path) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle's protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise _invalid(f, "trainer state", _short(exc)) from None
     if not isinstance(state, dict):

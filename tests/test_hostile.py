@@ -281,7 +281,8 @@ def _snapshot(w: Path, paths: tuple[str, ...]) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input_gives_one_line_and_exit_2(name: str, work: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 recwarn: pytest.WarningsRecorder) -> None:
     case = CASES[name]
     case.setup(work)
     before = _snapshot(work, case.unchanged)
@@ -298,6 +299,8 @@ def test_hostile_input_gives_one_line_and_exit_2(name: str, work: Path,
     for path in case.absent:
         assert not (work / path).exists(), f"{path} left behind"
     assert _snapshot(work, case.unchanged) == before
+    shown = [w for w in recwarn.list if issubclass(w.category, (UserWarning, RuntimeWarning))]
+    assert not shown, [str(w.message) for w in shown]  # a warning is a second line on stderr
 
 
 def test_broken_s1_in_a_worker_gives_the_original_message(

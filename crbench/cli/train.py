@@ -123,13 +123,12 @@ def _construct(cls: type, seq_len: int, preset: str, overrides: dict[str, Any],
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Argument checks before anything is read or written: --data is a directory, --out is
-    not a file, counts are in range.
+    """Argument checks before anything is read or written: counts are in range, --out is
+    not a file.
 
     Raises:
-        UsageError / DatasetNotFoundError: naming the flag, the value and what is expected.
+        UsageError: naming the flag, the value and what is expected.
     """
-    from ..data.index import check_root
     from ..errors import UsageError
 
     for flag, value, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
@@ -139,7 +138,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out: {args.out} is a file; expected a checkpoint directory "
                          "(created if missing)")
-    check_root(args.data, flag="--data")
 
 
 def history_summary(out: Path, method: str, seconds: float) -> str | None:
@@ -161,8 +159,11 @@ def history_summary(out: Path, method: str, seconds: float) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.index import check_root
+
     check_args(args)
     method = build_method(args)
+    check_root(args.data, flag="--data")
     start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,

@@ -75,28 +75,30 @@ def odd_values(read: RasterRead, mod: str) -> str | None:
 
     S2 must be L1C digital numbers (reflectance x 10000, stored as uint16): a file stored as
     uint8, or whose largest value is below 256 (e.g. float reflectance 0..1), is odd. S1
-    must be backscatter in dB (mostly negative): all values >= 0 and below 2 (linear power)
-    is odd. All-zero images are left to the blank check.
+    must be backscatter in dB (mostly negative): all values >= 0 with a median below 1
+    (linear power, or dB already rescaled to [0, 1]) is odd. All-zero images are left to the blank check.
 
     Args:
         read: the image as read by :func:`read_raster`.
         mod: "S1" or "S2".
     """
     arr = read.array
-    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    if arr.size == 0:
+        return None
+    lo, hi = float(arr.min()), float(arr.max())
     seen = f"values {lo:.4g}..{hi:.4g}, stored as {read.dtype}"
     if mod.upper() == "S2" and hi > 0 and (read.dtype == "uint8" or hi < S2_ODD_MAX):
         return (f"S2 {seen}: implausible for L1C digital numbers (reflectance x 10000, "
                 "uint16, mostly 0..10000)")
-    if mod.upper() == "S1" and hi > 0 and lo >= 0 and hi < S1_ODD_MAX:
+    if mod.upper() == "S1" and hi > 0 and lo >= 0 and float(np.median(arr)) < S1_ODD_MEDIAN:
         return f"S1 {seen}: looks like linear units, expected backscatter in dB (e.g. -25..0)"
     return None
 
 
 S2_ODD_MAX = 256.0
 """An S2 image whose largest digital number is below this is not L1C data."""
-S1_ODD_MAX = 2.0
-"""An S1 image with all values in [0, this) is in linear units, not dB."""
+S1_ODD_MEDIAN = 1.0
+"""An S1 image with no negative value and a median below this is not in dB."""
 
 
 def read_header(path: Path) -> tuple[int, tuple[int, int], str]:

@@ -64,8 +64,8 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
                          f"like {default!r}")
     if isinstance(default, (int, float)) and not isinstance(default, bool) and default >= 0 \
             and value < 0:  # sizes, counts, rates: a negative one cannot build or train
-        raise UsageError(f"{key}: bad value {value!r}; expected a {type(default).__name__} "
-                         f">= 0 like {default!r}")
+        raise UsageError(f"{key}: bad value {value!r}; expected a value >= 0 like "
+                         f"{default!r}")
     return value
 
 
