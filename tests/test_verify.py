@@ -256,3 +256,26 @@ def test_odd_value_ranges_are_warned_per_file_with_the_range(synth_root: Path,
     assert "stored as uint8" in odd[files[1].name].detail
     assert "linear units" in odd[files[2].name].detail
     assert report.n_complete == 2
+
+
+def test_run_checks_value_ranges_on_a_fixed_sample(synth_root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """sample_odd_values reads 8 S2 and 8 S1 images whatever the split's size (120 here),
+    spread over patches and dates, and finds nothing odd in the generator's tree."""
+    import crbench.data.verify as verify_module
+    from crbench.data.index import scan_tree
+
+    records = scan_tree(synth_root, "all")
+    read: list[Path] = []
+    real = verify_module.read_raster
+
+    def counting(path: Path, bands: int):  # the real reader, counting its calls
+        read.append(Path(path))
+        return real(path, bands)
+
+    monkeypatch.setattr(verify_module, "read_raster", counting)
+    assert verify_module.sample_odd_values(records) == []
+    assert len(read) == 2 * verify_module.SAMPLED_FILES == 16
+    assert len(set(read)) == 16
+    assert len({p.parent.name for p in read}) == 8  # 8 different dates
+    assert len({p.parts[-5] for p in read}) > 1  # more than one ROI

@@ -18,11 +18,11 @@ from ..errors import CrbenchError, RegressionError
 
 SUBCOMMAND_MODULES = ("synth", "data", "methods", "train", "run", "report", "check", "demo")
 
-_FLAGS = {"data_root": "--data", "root": "--data", "min_cov": "--min-cov",
-          "max_cov": "--max-cov", "workers": "--workers", "batch_size": "--batch-size",
-          "steps": "--steps", "crop": "--crop", "split": "--split", "region": "--region",
-          "protocol": "--protocol", "L": "--L", "seq_len": "--L", "allow_pickle": "--allow-pickle",
-          "cache_dir": "--cache-dir", "seed": "--seed", "sampler": "--sampler"}
+_FLAGS = {"data_root": "--data", "min_cov": "--min-cov", "max_cov": "--max-cov",
+          "workers": "--workers", "batch_size": "--batch-size", "steps": "--steps",
+          "crop": "--crop", "split": "--split", "region": "--region", "protocol": "--protocol",
+          "L": "--L", "seq_len": "--L", "allow_pickle": "--allow-pickle",
+          "cache_dir": "--cache-dir", "seed": "--seed"}
 """Library parameter names -> the CLI flag that sets them, for messages ``"<name>: ..."``."""
 _POSITIONAL = {("data", "data_root"): "ROOT", ("data", "root"): "ROOT",
                ("synth", "root"): "ROOT"}
@@ -56,8 +56,9 @@ def user_message(exc: BaseException, command: str) -> str:
         last = text.rstrip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
     name, sep, rest = text.partition(": ")
-    if sep and name in _FLAGS:
-        text = f"{_POSITIONAL.get((command, name), _FLAGS[name])}: {rest}"
+    flag = _POSITIONAL.get((command, name)) or _FLAGS.get(name)
+    if sep and flag:
+        text = f"{flag}: {rest}"
     return " ".join(text.split("\n"))
 
 

@@ -51,6 +51,12 @@ class RasterRead:
     dtype: str = "float32"
 
 
+S2_ODD_MAX = 256.0
+"""An S2 image whose largest digital number is below this is not L1C data."""
+S1_ODD_MEDIAN = 1.0
+"""An S1 image with no negative value and a median below this is not in dB."""
+
+
 def _cause(err: BaseException) -> str:
     """The most specific message of a rasterio error chain (GDAL puts details in the cause)."""
     parts = [str(err)]
@@ -76,7 +82,8 @@ def odd_values(read: RasterRead, mod: str) -> str | None:
     S2 must be L1C digital numbers (reflectance x 10000, stored as uint16): a file stored as
     uint8, or whose largest value is below 256 (e.g. float reflectance 0..1), is odd. S1
     must be backscatter in dB (mostly negative): all values >= 0 with a median below 1
-    (linear power, or dB already rescaled to [0, 1]) is odd. All-zero images are left to the blank check.
+    (linear power, or dB already rescaled to [0, 1]) is odd. All-zero images are left to
+    the blank check.
 
     Args:
         read: the image as read by :func:`read_raster`.
@@ -93,12 +100,6 @@ def odd_values(read: RasterRead, mod: str) -> str | None:
     if mod.upper() == "S1" and hi > 0 and lo >= 0 and float(np.median(arr)) < S1_ODD_MEDIAN:
         return f"S1 {seen}: looks like linear units, expected backscatter in dB (e.g. -25..0)"
     return None
-
-
-S2_ODD_MAX = 256.0
-"""An S2 image whose largest digital number is below this is not L1C data."""
-S1_ODD_MEDIAN = 1.0
-"""An S1 image with no negative value and a median below this is not in dB."""
 
 
 def read_header(path: Path) -> tuple[int, tuple[int, int], str]:

@@ -2,9 +2,13 @@
 
 The tree is walked once: every ROI directory, both modalities, all 30 date directories and
 every file in them. Every image is opened and read with rasterio (which also catches
-truncated files and NaN/inf pixels); S2 images are checked for being blank. A patch is
-*complete* when all 30 dates of S1 and S2 are present and readable with the right band count
-and size; the tree is *usable* when it has at least one complete patch.
+truncated files and NaN/inf pixels); S2 images are checked for being blank, and every image
+for value ranges implausible for L1C digital numbers or S1 dB (warnings, with the range seen).
+Date directories are listed by :func:`crbench.data.layout.list_date_dir`, the rule the index
+uses too: two names of one image (``_patch_0`` and ``_patch_00``) are an error naming both,
+and neither is used. A patch is *complete* when all 30 dates of S1 and S2 are present and
+readable with the right band count and size; the tree is *usable* when it has at least one
+complete patch.
 """
 
 from __future__ import annotations
