@@ -321,3 +321,23 @@ def test_odd_values_pass_with_the_flag(work: Path, capsys: pytest.CaptureFixture
     s2_reflectance(work)
     assert main([*_RUN.format(w=work).split(), "--allow-odd-values"]) == 0
     assert (work / "R2" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["pickled trainer.pt", "masks --cache-dir FILE",
+                                  "date dir loop: run", "S1 in linear units: run"])
+def test_hostile_input_as_a_process_prints_one_line(name: str, work: Path) -> None:
+    """The same cases as a separate process: what reaches the terminal (warnings included)
+    is one line, and the exit status is 2."""
+    import os
+    import subprocess
+    import sys
+
+    case = CASES[name]
+    case.setup(work)
+    cmd = [sys.executable, "-m", "crbench.cli.main", *case.argv.format(w=work).split()]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
+                          check=False, cwd=work)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert all(text in proc.stderr for text in case.names), proc.stderr
