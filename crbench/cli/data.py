@@ -99,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace):
     from ..data.masks import MaskCache
 
-    _check_cache_dir(args.cache_dir)
     return MaskCache(args.root, cache_dir=args.cache_dir)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..constants import ALL_ROIS, MODALITIES, N_DATES, REGIONS, S1_LAUNCH, SPLIT_NAMES, rois_for
 from ..errors import DataError, DatasetNotFoundError, UsageError
-from .layout import EXPECTED_LAYOUT, FileKey, list_date_dir, parse_name
+from .layout import EXPECTED_LAYOUT, FileKey, list_date_dir
 from .sampler import Protocol, Selection, check_cov_bounds, check_seq_len, select_fixed
 
 if TYPE_CHECKING:
@@ -99,19 +99,17 @@ def _list_dir(directory: Path, mod: str, roi: str, t: int) -> dict[int, tuple[Pa
     """
     listing = list_date_dir(directory, mod, roi, t)
     hint = "run `crbench data verify ROOT` for a full report"
-    for path, why in listing.misnamed:
+    if listing.misnamed:
+        path, why = listing.misnamed[0]
         raise DataError(f"{path}: {why}; fix the file name ({hint})")
-    for path, why in listing.broken:
+    if listing.broken:
+        path, why = listing.broken[0]
         raise DataError(f"{path} {why}; expected a GeoTIFF image ({hint})")
-    for first, second in listing.duplicates:
+    if listing.duplicates:
+        patch, first, second = listing.duplicates[0]
         raise DataError(f"{first} and {second.name} are the same {mod.upper()} image (date "
-                        f"t={t}, patch {_patch(first)}) under two names; remove one ({hint})")
+                        f"t={t}, patch {patch}) under two names; remove one ({hint})")
     return listing.files
-
-
-def _patch(path: Path) -> int | None:
-    key = parse_name(path.name)
-    return None if key is None else key.patch
 
 
 def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:

@@ -106,15 +106,15 @@ class DateListing:
             patch number.
         broken: (path, why) of well-named entries that are not readable files (a directory,
             a broken symbolic link).
-        duplicates: (first, second) paths whose names map to the same patch (``_patch_0``
-            and ``_patch_00``); that patch has no usable image at this date.
+        duplicates: (patch, first, second) for names that map to the same patch
+            (``_patch_0`` and ``_patch_00``); that patch has no usable image at this date.
     """
 
     files: dict[int, tuple[Path, FileKey]] = field(default_factory=dict)
     ignored: list[Path] = field(default_factory=list)
     misnamed: list[tuple[Path, str]] = field(default_factory=list)
     broken: list[tuple[Path, str]] = field(default_factory=list)
-    duplicates: list[tuple[Path, Path]] = field(default_factory=list)
+    duplicates: list[tuple[int, Path, Path]] = field(default_factory=list)
 
 
 def list_date_dir(directory: Path, mod: str, roi: str, t: int) -> DateListing:
@@ -148,14 +148,9 @@ def list_date_dir(directory: Path, mod: str, roi: str, t: int) -> DateListing:
         if why is not None:
             listing.broken.append((path, why))
         elif key.patch in listing.files:
-            listing.duplicates.append((listing.files[key.patch][0], path))
+            listing.duplicates.append((key.patch, listing.files[key.patch][0], path))
         else:
             listing.files[key.patch] = (path, key)
-    for first, _ in listing.duplicates:
-        listing.files.pop(_patch_of(first), None)
+    for patch, _, _ in listing.duplicates:
+        listing.files.pop(patch, None)
     return listing
-
-
-def _patch_of(path: Path) -> int:
-    key = parse_name(path.name)
-    return -1 if key is None else key.patch

@@ -263,7 +263,7 @@ class _Walker:
             self.add(ProblemKind.BAD_NAME, path, f"{why}; {expected}; ignored")
         for path, why in listing.broken:
             self.add(ProblemKind.UNREADABLE, path, f"{why}; expected a GeoTIFF image")
-        for first, second in listing.duplicates:
+        for _, first, second in listing.duplicates:
             self.add(ProblemKind.DUPLICATE, second, f"same {mod} image (date t={t}) as "
                      f"{first.name} under another name; remove one (neither is used)")
         return {patch: path for patch, (path, _) in listing.files.items()}
