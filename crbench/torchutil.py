@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
@@ -88,9 +91,14 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint: {path} has no {CONFIG_FILE}; expected a directory "
                               f"written by `crbench train` ({WEIGHTS_FILE} + {CONFIG_FILE})")
     try:
-        return json.loads(cfg.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint: {cfg} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint: {cfg} holds a JSON {type(config).__name__}, "
+                              "expected a JSON object (the method's config written by "
+                              "`crbench train`)")
+    return config
 
 
 def check_config(config: Mapping[str, Any], path: Path, **expect: Any) -> None:
@@ -110,10 +118,36 @@ def load_checkpoint(path: Path, **expect: Any) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     config = read_config(path)
     check_config(config, path, **expect)
-    weights = path / WEIGHTS_FILE
+    weights = check_weights(path)
+    try:
+        return load_file(str(weights)), config
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise _invalid(weights, "checkpoint", exc) from None
+
+
+def _invalid(path: Path, what: str, exc: BaseException) -> CheckpointError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    return CheckpointError(f"checkpoint: {path} is not a valid crbench {what} ({first}); it "
+                           "is truncated, damaged or was not written by `crbench train`")
+
+
+def check_weights(path: Path) -> Path:
+    """The weights file of checkpoint directory ``path`` after reading its header only
+    (cheap: the tensors are not loaded).
+
+    Raises:
+        CheckpointError: missing, or not a valid safetensors file (truncated, damaged);
+            the message names the file.
+    """
+    weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"checkpoint: {weights} is missing")
-    return load_file(str(weights)), config
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise _invalid(weights, "checkpoint", exc) from None
+    return weights
 
 
 def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -128,7 +162,24 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], pat
 def load_trainer_state(path: Path) -> dict[str, Any] | None:
     """Optimizer/EMA/step state of a checkpoint, or None if it has none."""
     f = Path(path) / TRAINER_FILE
-    return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():  # torch's note on a foreign pickle's protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise _invalid(f, "trainer state", _short(exc)) from None
+    if not isinstance(state, dict):
+        raise _invalid(f, "trainer state", TypeError(f"holds a {type(state).__name__}"))
+    return state
+
+
+def _short(exc: BaseException) -> BaseException:
+    """A pickle refusal without torch's advice to load it unsafely (weights_only=False)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return pickle.UnpicklingError("it holds objects other than tensors and plain values")
+    return exc
 
 
 @contextlib.contextmanager

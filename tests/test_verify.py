@@ -174,3 +174,108 @@ def test_no_complete_patch_is_unusable(synth_root: Path, tmp_path: Path) -> None
     assert [p.path for p in report.errors] == [f"{B}/S2/29"]
     assert "usable: no - no patch has all 30 dates" in report.summary()
     assert EXPECTED_LAYOUT in report.summary()
+
+
+def _copy_roi(synth_root: Path, root: Path) -> Path:
+    shutil.copytree(synth_root / A, root / A)
+    return root
+
+
+def test_duplicate_names_are_one_error_naming_both_in_verify_and_index(
+        synth_root: Path, tmp_path: Path) -> None:
+    """_patch_0 and _patch_00 map to the same (roi, patch, t): verify and the index apply the
+    same rule (layout.list_date_dir): an error naming both files, neither used."""
+    from crbench.data.index import scan_tree
+    from crbench.errors import DataError
+
+    root = _copy_roi(synth_root, tmp_path)
+    first = _one(root, A, "S2", 5, 0)
+    second = first.with_name(first.name.replace("_patch_0", "_patch_00"))
+    shutil.copy2(first, second)
+    report = verify_tree(root)
+    (dup,) = report.by_kind(ProblemKind.DUPLICATE)
+    assert dup.severity is Severity.ERROR
+    assert second.name in dup.path and first.name in dup.detail
+    assert report.n_complete == 1  # patch 0 has no usable S2 image at t=5
+    with pytest.raises(DataError, match=f"{first.name} and {second.name}"):
+        scan_tree(root, "test")
+
+
+def test_unlistable_dates_broken_entries_and_impossible_names_are_named(
+        synth_root: Path, tmp_path: Path) -> None:
+    """No traceback from a date directory that is a file or a symlink loop, a .tif that is a
+    directory or a dangling link, an impossible date or a 20-digit patch number."""
+    root = _copy_roi(synth_root, tmp_path)
+    shutil.rmtree(root / A / "S2" / "5")
+    (root / A / "S2" / "5").symlink_to("5")
+    shutil.rmtree(root / A / "S1" / "6")
+    (root / A / "S1" / "6").write_text("")
+    tif_dir = _one(root, A, "S2", 7, 0)
+    tif_dir.unlink()
+    tif_dir.mkdir()
+    dangling = _one(root, A, "S2", 8, 1)
+    dangling.unlink()
+    dangling.symlink_to(tmp_path / "nowhere.tif")
+    day = _one(root, A, "S2", 9, 0)
+    day.rename(day.with_name(day.name[:day.name.index("ImgNo_9_") + 8] + "2018-02-30_patch_0.tif"))
+    big = _one(root, A, "S2", 10, 1)
+    big.rename(big.with_name(big.name.replace("_patch_1", "_patch_12345678901234567890")))
+    report = verify_tree(root)
+    unexpected = _messages(report, ProblemKind.UNEXPECTED_ENTRY)
+    assert any("S2/5: date t=5 is a broken or looping symbolic link" in m for m in unexpected)
+    assert any("S1/6: date t=6 is not a directory" in m for m in unexpected)
+    unreadable = _messages(report, ProblemKind.UNREADABLE)
+    assert any(tif_dir.name in m and "is a directory" in m for m in unreadable)
+    assert any(dangling.name in m and "broken symbolic link" in m and "nowhere.tif" in m
+               for m in unreadable)
+    bad = _messages(report, ProblemKind.BAD_NAME)
+    assert any("2018-02-30" in m and "not a calendar date" in m for m in bad)
+    assert any("12345678901234567890" in m and "patch number" in m for m in bad)
+    assert report.n_complete == 0 and not report.usable
+
+
+def test_odd_value_ranges_are_warned_per_file_with_the_range(synth_root: Path,
+                                                             tmp_path: Path) -> None:
+    """S2 as float reflectance 0..1 or uint8, S1 in linear units: one warning per file with
+    the range seen; the patch stays usable (warnings only)."""
+    root = _copy_roi(synth_root, tmp_path)
+    files = [_one(root, A, "S2", 0, 0), _one(root, A, "S2", 1, 0), _one(root, A, "S1", 2, 0)]
+    arrays = []
+    for f in files:
+        with rasterio.open(f) as src:
+            arrays.append(src.read().astype(np.float64))
+    _rewrite(files[0], (arrays[0] / 10000).astype(np.float32))
+    _rewrite(files[1], np.clip(arrays[1] / 40, 0, 255).astype(np.uint8))
+    _rewrite(files[2], (10 ** (arrays[2] / 10)).astype(np.float32))
+    report = verify_tree(root)
+    odd = {p.path.rsplit("/", 1)[-1]: p for p in report.by_kind(ProblemKind.ODD_VALUES)}
+    assert sorted(odd) == sorted(f.name for f in files)
+    assert all(p.severity is Severity.WARNING for p in odd.values())
+    lo, hi = (np.float32(arrays[0].min() / 10000), np.float32(arrays[0].max() / 10000))
+    assert f"values {lo:.4g}..{hi:.4g}, stored as float32" in odd[files[0].name].detail
+    assert "stored as uint8" in odd[files[1].name].detail
+    assert "linear units" in odd[files[2].name].detail
+    assert report.n_complete == 2
+
+
+def test_run_checks_value_ranges_on_a_fixed_sample(synth_root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """sample_odd_values reads 8 S2 and 8 S1 images whatever the split's size (120 here),
+    spread over patches and dates, and finds nothing odd in the generator's tree."""
+    import crbench.data.verify as verify_module
+    from crbench.data.index import scan_tree
+
+    records = scan_tree(synth_root, "all")
+    read: list[Path] = []
+    real = verify_module.read_raster
+
+    def counting(path: Path, bands: int):  # the real reader, counting its calls
+        read.append(Path(path))
+        return real(path, bands)
+
+    monkeypatch.setattr(verify_module, "read_raster", counting)
+    assert verify_module.sample_odd_values(records) == []
+    assert len(read) == 2 * verify_module.SAMPLED_FILES == 16
+    assert len(set(read)) == 16
+    assert len({p.parent.name for p in read}) == 8  # 8 different dates
+    assert len({p.parts[-5] for p in read}) > 1  # more than one ROI

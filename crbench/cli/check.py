@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import RegressionError, UsageError
 
     tolerances = _parse_tolerances(args.tolerance)
+    if args.baseline.is_dir():
+        raise UsageError(f"--baseline: {args.baseline} is a directory; expected a baseline "
+                         "JSON file, e.g. results/baseline/ci.json")
     if args.write:
         path = write_baseline(args.results, args.baseline, tolerances)
         print(f"baseline written: {path}")
@@ -59,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--tolerance: only used with --write (tolerances live in the "
                          "baseline file)")
     report = check_results(args.results, args.baseline)
+    if report.checked == 0:
+        raise UsageError(f"--baseline: {args.baseline} has no method/L in common with the "
+                         f"results (results: {', '.join(report.unchecked) or 'none'}), so "
+                         "nothing was compared; pass the baseline of these methods, or "
+                         "write one with --write")
     print(report.summary())
     if not report.ok:
         raise RegressionError("\n".join(report.failures()))

@@ -102,6 +102,39 @@ def _cache(args: argparse.Namespace):
     return MaskCache(args.root, cache_dir=args.cache_dir)
 
 
+def _check_cache_dir(cache_dir: Path | None) -> None:
+    """UsageError if ``--cache-dir`` (or the nearest existing folder above it) is a file."""
+    from ..errors import UsageError
+
+    if cache_dir is None:
+        return
+    above = next((p for p in (cache_dir, *cache_dir.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        where = "" if above == cache_dir else f" ({above} is a file)"
+        raise UsageError(f"--cache-dir: {cache_dir} is a file{where}; expected a directory "
+                         "for the cloud-mask cache (created if missing)")
+
+
+def _check_out_file(out: Path) -> None:
+    """UsageError if ``--out`` of `data index` is a directory."""
+    from ..errors import UsageError
+
+    if out.is_dir():
+        raise UsageError(f"--out: {out} is a directory; expected the path of the index CSV "
+                         "file to write, e.g. index.csv")
+
+
+def _check_pairs_file(path: Path | None) -> None:
+    """UsageError if ``--import-pairs`` is missing or not a file (before any pickle talk)."""
+    from ..errors import UsageError
+
+    if path is None or path.is_file():
+        return
+    what = "is a directory" if path.is_dir() else "does not exist"
+    raise UsageError(f"--import-pairs: {path} {what}; expected the toolbox's pairing file "
+                     "generic_<L>_<split>_<region>_s2cloudless_mask.npy")
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     from ..data.verify import verify_tree
     from ..errors import UsageError
@@ -116,6 +149,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _run_masks(args: argparse.Namespace) -> int:
     from ..data.index import scan_tree
 
+    _check_cache_dir(args.cache_dir)
     records = scan_tree(args.root, args.split, args.region)
     cache = _cache(args)
     stats = cache.precompute([p for rec in records for p in rec.s2], workers=args.workers,
@@ -135,6 +169,9 @@ def _run_index(args: argparse.Namespace) -> int:
 
     check_seq_len(args.L)
     check_cov_bounds(args.min_cov, args.max_cov)
+    _check_out_file(args.out)
+    _check_pairs_file(args.import_pairs)
+    _check_cache_dir(args.cache_dir)
     protocol = Protocol.parse(args.protocol)
     check_split_region(args.split, args.region)
     check_root(args.root)  # before the cache, whose default directory lives under ROOT

@@ -18,6 +18,16 @@ from ..errors import CrbenchError, RegressionError
 
 SUBCOMMAND_MODULES = ("synth", "data", "methods", "train", "run", "report", "check", "demo")
 
+_FLAGS = {"data_root": "--data", "min_cov": "--min-cov", "max_cov": "--max-cov",
+          "workers": "--workers", "batch_size": "--batch-size", "steps": "--steps",
+          "crop": "--crop", "split": "--split", "region": "--region", "protocol": "--protocol",
+          "L": "--L", "seq_len": "--L", "allow_pickle": "--allow-pickle",
+          "cache_dir": "--cache-dir", "seed": "--seed"}
+"""Library parameter names -> the CLI flag that sets them, for messages ``"<name>: ..."``."""
+_POSITIONAL = {("data", "data_root"): "ROOT", ("data", "root"): "ROOT",
+               ("synth", "root"): "ROOT"}
+"""(command, parameter) pairs given by a positional argument instead of a flag."""
+
 
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line on stderr and exit code 2."""
@@ -37,6 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(exc: BaseException, command: str) -> str:
+    """The one line to show for ``exc``: the original message of an error re-raised from a
+    DataLoader worker (not the worker's traceback), its leading library parameter name
+    replaced by the CLI flag (``min_cov: ...`` -> ``--min-cov: ...``)."""
+    text = str(exc)
+    if "\nOriginal Traceback" in text:  # torch's ExceptionWrapper: "Caught X in ... worker"
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    name, sep, rest = text.partition(": ")
+    flag = _POSITIONAL.get((command, name)) or _FLAGS.get(name)
+    if sep and flag:
+        text = f"{flag}: {rest}"
+    return " ".join(text.split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crbench {args.command}: {exc}", file=sys.stderr)
         return 1
     except (CrbenchError, ValueError, FileNotFoundError) as exc:
-        print(f"crbench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"crbench {args.command}: error: {user_message(exc, args.command)}",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `crbench report | head`: the reader left, nothing to say
         sys.stderr.close()

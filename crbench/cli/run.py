@@ -52,8 +52,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="draws per input for stochastic methods: rows hold the mean metric "
                         "over the K draws, rows/*.spread.csv their std; deterministic methods "
                         "run once (default 1)")
+    p.add_argument("--allow-odd-values", action="store_true",
+                   help="run even if sampled images have values implausible for the dataset "
+                        "(S2 not L1C digital numbers, e.g. reflectance 0..1 or uint8; S1 not "
+                        "in dB); without it such a tree is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def check_data(data: Path, split: str, region: str, allow_odd_values: bool) -> None:
+    """Before anything is written: ``--data`` is a tree whose split lists cleanly, and (unless
+    ``allow_odd_values``) a sample of its images has plausible values
+    (:func:`crbench.data.verify.sample_odd_values`: 8 S2 and 8 S1 images, not the tree).
+
+    Raises:
+        DatasetNotFoundError / DataError: naming ``--data`` or the file.
+    """
+    from ..data.index import check_root, scan_tree
+    from ..data.verify import SAMPLED_FILES, sample_odd_values
+    from ..errors import DataError
+
+    records = scan_tree(check_root(data, flag="--data"), split, region)
+    if allow_odd_values:
+        return
+    odd = sample_odd_values(records)
+    if odd:
+        path, why = odd[0]
+        raise DataError(f"--data: {len(odd)} of {2 * SAMPLED_FILES} sampled images have "
+                        f"implausible values, e.g. {path}: {why}; check the units "
+                        f"(`crbench data verify {data}` checks every file) or pass "
+                        "--allow-odd-values")
 
 
 def _summary_table(run_dir: Path, methods: list[str], seq_lens: list[int]) -> str:
@@ -89,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                     device=args.device, save_predictions=args.save_predictions,
                     seed=args.seed, progress=not args.no_progress,
                     sample_steps=args.sample_steps, samples=args.samples)
+    check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values)
     summary = run_all(cfg, on_start=lambda out: print(
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))
     for mr in summary.runs:

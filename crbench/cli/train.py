@@ -96,8 +96,48 @@ def build_method(args: argparse.Namespace) -> Any:
         check_config(config, args.out, method=args.method)
         preset = config.get("preset", "full")
         overrides = {k: v for k, v in config.items() if k not in _META_KEYS}
-        return cls(seq_len=args.seq_len, preset=preset, **overrides)
-    return cls(seq_len=args.seq_len, preset=args.preset or "full", **overrides)
+        return _construct(cls, args.seq_len, preset, overrides, f"{args.out}/{CONFIG_FILE}")
+    return _construct(cls, args.seq_len, args.preset or "full", overrides, "--set")
+
+
+def _construct(cls: type, seq_len: int, preset: str, overrides: dict[str, Any],
+               source: str) -> Any:
+    """``cls(seq_len, preset, **overrides)``; a model that cannot be built from the values
+    (``--set channels=-4``) is a UsageError naming ``source`` and the values."""
+    from ..errors import CrbenchError, UsageError
+
+    try:
+        return cls(seq_len=seq_len, preset=preset, **overrides)
+    except UsageError as exc:
+        key = str(exc).partition(":")[0]
+        if key in overrides:  # a setting's own check: say where the value came from
+            raise UsageError(f"{source} {exc}") from None
+        raise
+    except CrbenchError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "no overrides"
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{source}: cannot build a {cls.__name__} model from {given} "
+                         f"({first}); expected values the preset's network accepts") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Argument checks before anything is read or written: counts are in range, --out is
+    not a file.
+
+    Raises:
+        UsageError: naming the flag, the value and what is expected.
+    """
+    from ..errors import UsageError
+
+    for flag, value, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                             ("--crop", args.crop, 2), ("--workers", args.workers, 0)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag}: bad value {value}; expected an integer >= {low}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out: {args.out} is a file; expected a checkpoint directory "
+                         "(created if missing)")
 
 
 def history_summary(out: Path, method: str, seconds: float) -> str | None:
@@ -119,7 +159,11 @@ def history_summary(out: Path, method: str, seconds: float) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.index import check_root
+
+    check_args(args)
     method = build_method(args)
+    check_root(args.data, flag="--data")
     start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,

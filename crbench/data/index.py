@@ -10,7 +10,6 @@ through CSV with :func:`write_index` / :func:`read_index`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..constants import ALL_ROIS, MODALITIES, N_DATES, REGIONS, S1_LAUNCH, SPLIT_NAMES, rois_for
 from ..errors import DataError, DatasetNotFoundError, UsageError
-from .layout import EXPECTED_LAYOUT, FileKey, parse_name
+from .layout import EXPECTED_LAYOUT, FileKey, list_date_dir
 from .sampler import Protocol, Selection, check_cov_bounds, check_seq_len, select_fixed
 
 if TYPE_CHECKING:
@@ -69,8 +68,12 @@ def rois_present(root: Path) -> list[str]:
     return [roi for roi in ALL_ROIS if (Path(root) / roi).is_dir()]
 
 
-def check_root(root: Path) -> Path:
+def check_root(root: Path, flag: str | None = None) -> Path:
     """``root`` as an absolute Path if it is a directory.
+
+    Args:
+        root: the data root.
+        flag: the command-line flag that gave it (e.g. ``"--data"``), named in the message.
 
     Raises:
         DatasetNotFoundError: missing or not a directory; the message shows the layout.
@@ -78,25 +81,35 @@ def check_root(root: Path) -> Path:
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "does not exist"
+        prefix = f"{flag}: " if flag else ""
         raise DatasetNotFoundError(
-            f"data root {str(root)!r} {what}; expected the SEN12MS-CR-TS layout {EXPECTED_LAYOUT}. "
-            f"For a try-out, write a small synthetic dataset with `crbench synth {root}`")
+            f"{prefix}data root {str(root)!r} {what}; expected the SEN12MS-CR-TS layout "
+            f"{EXPECTED_LAYOUT}. For a try-out, write a small synthetic dataset with "
+            f"`crbench synth {root}`")
     return root
 
 
 def _list_dir(directory: Path, mod: str, roi: str, t: int) -> dict[int, tuple[Path, FileKey]]:
-    """Files of one date directory by patch number; foreign files are ignored."""
-    found: dict[int, tuple[Path, FileKey]] = {}
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        key = parse_name(entry.name)
-        if key is None or key.mod != mod or key.roi != roi or key.t != t:
-            continue
-        found[key.patch] = (Path(entry.path), key)
-    return found
+    """Files of one date directory by patch number; foreign files are ignored.
+
+    Raises:
+        DataError: the directory is not a listable directory, or holds an image name with an
+            impossible date or patch number, an image that is not a file (a directory, a
+            broken link) or two names for one patch; the message names the file(s).
+    """
+    listing = list_date_dir(directory, mod, roi, t)
+    hint = "run `crbench data verify ROOT` for a full report"
+    if listing.misnamed:
+        path, why = listing.misnamed[0]
+        raise DataError(f"{path}: {why}; fix the file name ({hint})")
+    if listing.broken:
+        path, why = listing.broken[0]
+        raise DataError(f"{path} {why}; expected a GeoTIFF image ({hint})")
+    if listing.duplicates:
+        patch, first, second = listing.duplicates[0]
+        raise DataError(f"{first} and {second.name} are the same {mod.upper()} image (date "
+                        f"t={t}, patch {patch}) under two names; remove one ({hint})")
+    return listing.files
 
 
 def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:

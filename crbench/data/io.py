@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from crbench.constants import N_S1_BANDS, N_S2_BANDS, S1_DB_MAX, S1_DB_MIN, S2_MAX
+from crbench.data.layout import not_a_file
 from crbench.errors import DataError, DatasetNotFoundError
 
 # Do not list the directory on every open (a date directory of the real dataset holds
@@ -40,12 +41,20 @@ class RasterRead:
         nonfinite: How many values (over all bands) were NaN or inf before replacement.
         transform: The affine geotransform (``affine.Affine``) of the file.
         crs: The coordinate reference system (``rasterio.crs.CRS``), or None.
+        dtype: The file's stored data type (e.g. ``"uint16"``, ``"float32"``).
     """
 
     array: np.ndarray
     nonfinite: int
     transform: Any
     crs: Any
+    dtype: str = "float32"
+
+
+S2_ODD_MAX = 256.0
+"""An S2 image whose largest digital number is below this is not L1C data."""
+S1_ODD_MEDIAN = 1.0
+"""An S1 image with no negative value and a median below this is not in dB."""
 
 
 def _cause(err: BaseException) -> str:
@@ -55,6 +64,42 @@ def _cause(err: BaseException) -> str:
     if cause is not None and str(cause) and str(cause) not in parts[0]:
         parts.append(str(cause))
     return "; ".join(p for p in parts if p)
+
+
+def _check_is_file(path: Path, expected: str) -> None:
+    """Raise unless ``path`` is a regular file (naming a directory or a broken link)."""
+    if path.is_file():
+        return
+    why = not_a_file(path)
+    if why is not None:
+        raise DataError(f"{path} {why}; expected {expected}")
+    raise DatasetNotFoundError(f"{path}: file not found (expected {expected})")
+
+
+def odd_values(read: RasterRead, mod: str) -> str | None:
+    """Why an image's values look like other units than the dataset's, or None.
+
+    S2 must be L1C digital numbers (reflectance x 10000, stored as uint16): a file stored as
+    uint8, or whose largest value is below 256 (e.g. float reflectance 0..1), is odd. S1
+    must be backscatter in dB (mostly negative): all values >= 0 with a median below 1
+    (linear power, or dB already rescaled to [0, 1]) is odd. All-zero images are left to
+    the blank check.
+
+    Args:
+        read: the image as read by :func:`read_raster`.
+        mod: "S1" or "S2".
+    """
+    arr = read.array
+    if arr.size == 0:
+        return None
+    lo, hi = float(arr.min()), float(arr.max())
+    seen = f"values {lo:.4g}..{hi:.4g}, stored as {read.dtype}"
+    if mod.upper() == "S2" and hi > 0 and (read.dtype == "uint8" or hi < S2_ODD_MAX):
+        return (f"S2 {seen}: implausible for L1C digital numbers (reflectance x 10000, "
+                "uint16, mostly 0..10000)")
+    if mod.upper() == "S1" and hi > 0 and lo >= 0 and float(np.median(arr)) < S1_ODD_MEDIAN:
+        return f"S1 {seen}: looks like linear units, expected backscatter in dB (e.g. -25..0)"
+    return None
 
 
 def read_header(path: Path) -> tuple[int, tuple[int, int], str]:
@@ -68,8 +113,7 @@ def read_header(path: Path) -> tuple[int, tuple[int, int], str]:
     from rasterio.errors import RasterioError
 
     path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{path}: file not found (expected a GeoTIFF image)")
+    _check_is_file(path, "a GeoTIFF image")
     try:
         with warnings.catch_warnings(), rasterio.Env(**_GDAL_ENV):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -99,9 +143,7 @@ def read_raster(path: Path, bands: int) -> RasterRead:
     from rasterio.errors import RasterioError
 
     path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{path}: file not found (expected a GeoTIFF with {bands} "
-                                   "bands)")
+    _check_is_file(path, f"a GeoTIFF with {bands} bands")
     try:
         with warnings.catch_warnings(), rasterio.Env(**_GDAL_ENV):
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -109,7 +151,7 @@ def read_raster(path: Path, bands: int) -> RasterRead:
                 if src.count != bands:
                     raise BandCountError(path, src.count, bands)
                 array = src.read(out_dtype=np.float32)
-                transform, crs = src.transform, src.crs
+                transform, crs, dtype = src.transform, src.crs, src.dtypes[0]
     except RasterioError as err:
         raise DataError(f"{path}: unreadable GeoTIFF ({_cause(err)}); the file is corrupt, "
                         "truncated or not a GeoTIFF") from err
@@ -119,7 +161,8 @@ def read_raster(path: Path, bands: int) -> RasterRead:
         nonfinite = int(np.count_nonzero(bad))
         if nonfinite:
             array[bad] = 0.0
-    return RasterRead(array=array, nonfinite=nonfinite, transform=transform, crs=crs)
+    return RasterRead(array=array, nonfinite=nonfinite, transform=transform, crs=crs,
+                      dtype=dtype)
 
 
 def read_s2(path: Path) -> RasterRead:

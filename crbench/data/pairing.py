@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, DatasetNotFoundError, UsageError
 from .index import index_row, make_frame
-from .layout import FileKey, parse_name
+from .layout import BadNameError, FileKey, parse_name
 from .sampler import Selection
 
 if TYPE_CHECKING:
@@ -88,7 +88,10 @@ def load_pairing_file(path: Path, allow_pickle: bool = False) -> dict[int, dict]
 def _key_of(rel: str, where: str) -> FileKey:
     """Parse a toolbox relative path (POSIX or Windows separators)."""
     name = PureWindowsPath(rel).name if "\\" in rel else PurePosixPath(rel).name
-    key = parse_name(name)
+    try:
+        key = parse_name(name)
+    except BadNameError as exc:
+        raise DataError(f"{where}: path {rel!r}: {exc}") from None
     if key is None:
         raise DataError(f"{where}: path {rel!r} does not follow the SEN12MS-CR-TS file naming")
     return key

@@ -2,9 +2,13 @@
 
 The tree is walked once: every ROI directory, both modalities, all 30 date directories and
 every file in them. Every image is opened and read with rasterio (which also catches
-truncated files and NaN/inf pixels); S2 images are checked for being blank. A patch is
-*complete* when all 30 dates of S1 and S2 are present and readable with the right band count
-and size; the tree is *usable* when it has at least one complete patch.
+truncated files and NaN/inf pixels); S2 images are checked for being blank, and every image
+for value ranges implausible for L1C digital numbers or S1 dB (warnings, with the range seen).
+Date directories are listed by :func:`crbench.data.layout.list_date_dir`, the rule the index
+uses too: two names of one image (``_patch_0`` and ``_patch_00``) are an error naming both,
+and neither is used. A patch is *complete* when all 30 dates of S1 and S2 are present and
+readable with the right band count and size; the tree is *usable* when it has at least one
+complete patch.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import enum
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crbench.constants import ALL_ROIS, BLANK_EPS, MODALITIES, N_DATES, N_S1_BANDS, N_S2_BANDS
-from crbench.data.io import BandCountError, read_raster, scale_s2
-from crbench.data.layout import EXPECTED_LAYOUT, FileKey, parse_name
+from crbench.data.io import BandCountError, odd_values, read_raster, scale_s2
+from crbench.data.layout import EXPECTED_LAYOUT, list_date_dir, parse_name
 from crbench.errors import DataError, DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from crbench.data.index import PatchRecord
 
 _ROIS_DIR = re.compile(r"^ROIs\d{4}$")
 _BANDS = {"S1": N_S1_BANDS, "S2": N_S2_BANDS}
@@ -54,6 +62,8 @@ class ProblemKind(enum.Enum):
     NONFINITE = "nonfinite"
     BLANK = "blank"
     CONSTANT = "constant"
+    DUPLICATE = "duplicate"
+    ODD_VALUES = "odd_values"
 
     @property
     def severity(self) -> Severity:
@@ -63,7 +73,7 @@ class ProblemKind(enum.Enum):
 
 _WARNINGS = frozenset({ProblemKind.UNKNOWN_ROI, ProblemKind.UNEXPECTED_ENTRY,
                        ProblemKind.BAD_NAME, ProblemKind.NONFINITE, ProblemKind.BLANK,
-                       ProblemKind.CONSTANT})
+                       ProblemKind.CONSTANT, ProblemKind.ODD_VALUES})
 
 
 @dataclass(frozen=True)
@@ -182,12 +192,12 @@ class _Walker:
         for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
             if entry.name.startswith((".", "_")):
                 continue  # caches (.crbench) and sidecars (_truth)
-            if not (entry.is_dir() and _ROIS_DIR.match(entry.name)):
+            if not (_is_dir(entry) and _ROIS_DIR.match(entry.name)):
                 self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
                          "not a ROIsXXXX directory; ignored")
                 continue
             for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                if sub.is_dir() and sub.name.isdigit():
+                if _is_dir(sub) and sub.name.isdigit():
                     found.append((f"{entry.name}/{sub.name}", Path(sub.path)))
                 else:
                     self.add(ProblemKind.UNEXPECTED_ENTRY, Path(sub.path),
@@ -213,9 +223,15 @@ class _Walker:
             roi.files[mod], roi.dates[mod] = {}, set()
             for entry in sorted(os.scandir(mdir), key=lambda e: e.name):
                 t = int(entry.name) if entry.name.isdigit() else -1
-                if not entry.is_dir() or not 0 <= t < N_DATES:
+                if not 0 <= t < N_DATES:
                     self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
                              f"not a date directory 0..{N_DATES - 1}; ignored")
+                    continue
+                if not _is_dir(entry):
+                    what = "not a directory" if os.path.exists(entry.path) else \
+                        "a broken or looping symbolic link"
+                    self.add(ProblemKind.UNEXPECTED_ENTRY, Path(entry.path),
+                             f"date t={t} is {what}; ignored")
                     continue
                 roi.dates[mod].add(t)
                 roi.files[mod][t] = self.scan_date(key, mod, t, Path(entry.path))
@@ -230,18 +246,27 @@ class _Walker:
         return roi
 
     def scan_date(self, roi: str, mod: str, t: int, tdir: Path) -> dict[int, Path]:
-        """Files of one date directory by patch number; misnamed files are reported."""
-        out: dict[int, Path] = {}
-        for entry in sorted(os.scandir(tdir), key=lambda e: e.name):
-            key = parse_name(entry.name)
-            if not entry.is_file() or key is None or not _belongs(key, roi, mod, t):
-                rois, roi_id = roi.split("/")
-                self.add(ProblemKind.BAD_NAME, Path(entry.path),
-                         f"does not follow the layout; expected {mod.lower()}_{rois}_{roi_id}_"
-                         f"ImgNo_{t}_<YYYY-MM-DD>_patch_<n>.tif; ignored")
-                continue
-            out[key.patch] = Path(entry.path)
-        return out
+        """Files of one date directory by patch number (the rule of
+        :func:`crbench.data.layout.list_date_dir`, shared with the index); misnamed, broken
+        and duplicate files are reported."""
+        try:
+            listing = list_date_dir(tdir, mod.lower(), roi, t)
+        except DataError as exc:
+            self.add(ProblemKind.UNREADABLE, tdir, str(exc).removeprefix(f"{tdir}: "))
+            return {}
+        rois, roi_id = roi.split("/")
+        expected = f"expected {mod.lower()}_{rois}_{roi_id}_ImgNo_{t}_<YYYY-MM-DD>_patch_<n>.tif"
+        for path in listing.ignored:
+            self.add(ProblemKind.BAD_NAME, path, f"does not follow the layout; {expected}; "
+                     "ignored")
+        for path, why in listing.misnamed:
+            self.add(ProblemKind.BAD_NAME, path, f"{why}; {expected}; ignored")
+        for path, why in listing.broken:
+            self.add(ProblemKind.UNREADABLE, path, f"{why}; expected a GeoTIFF image")
+        for _, first, second in listing.duplicates:
+            self.add(ProblemKind.DUPLICATE, second, f"same {mod} image (date t={t}) as "
+                     f"{first.name} under another name; remove one (neither is used)")
+        return {patch: path for patch, (path, _) in listing.files.items()}
 
     def match_patches(self, roi: _Roi) -> set[int]:
         """Name missing files and S1/S2 patch mismatches; return patches with all files."""
@@ -269,9 +294,12 @@ class _Walker:
         return full
 
 
-def _belongs(key: FileKey, roi: str, mod: str, t: int) -> bool:
-    """True if a parsed name matches the directory it lies in."""
-    return key.roi == roi and key.mod == mod.lower() and key.t == t
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, False for a symbolic-link loop or an unreadable entry."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 @dataclass
@@ -297,6 +325,9 @@ def _check_file(path: Path, mod: str) -> _FileCheck:
     if read.nonfinite:
         found.append((ProblemKind.NONFINITE, f"{read.nonfinite} NaN/inf values (replaced by 0 "
                       "when read)"))
+    odd = odd_values(read, mod)
+    if odd is not None:
+        found.append((ProblemKind.ODD_VALUES, odd))
     if mod == "S2":
         img = scale_s2(arr)
         if img.mean() < BLANK_EPS and img.std() < BLANK_EPS:
@@ -385,3 +416,39 @@ def _file_problems(walker: _Walker, checks: list[_FileCheck]) -> dict[str, set[i
                        f"({common[0]}x{common[1]})")
             broken.setdefault(key.roi, set()).add(key.patch)
     return broken
+
+
+SAMPLED_FILES = 8
+"""Images per modality that :func:`sample_odd_values` reads."""
+
+
+def sample_odd_values(records: Sequence[PatchRecord], n: int = SAMPLED_FILES
+                      ) -> list[tuple[Path, str]]:
+    """Check the value ranges of a cheap sample of a split's images, not the whole tree.
+
+    Reads ``n`` S2 and ``n`` S1 images (16 by default, whatever the tree's size), spread
+    evenly over the patches and their 30 dates, so that a 1 TB tree is not read twice before
+    a run. Unreadable images are skipped here (the run names them when it reaches them).
+
+    Args:
+        records: the patches of the split (:func:`crbench.data.index.scan_tree`).
+        n: images per modality to read.
+
+    Returns:
+        (path, why) of each sampled image whose values look like other units
+        (:func:`crbench.data.io.odd_values`); empty when all look right.
+    """
+    if not records:
+        return []
+    odd = []
+    for i in range(n):
+        rec = records[(i * len(records)) // n]
+        t = (i * 7 + 3) % N_DATES
+        for mod, path in (("S2", rec.s2[t]), ("S1", rec.s1[t])):
+            try:
+                why = odd_values(read_raster(path, _BANDS[mod]), mod)
+            except (DataError, DatasetNotFoundError):
+                continue
+            if why is not None:
+                odd.append((path, why))
+    return odd

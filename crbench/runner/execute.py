@@ -181,10 +181,11 @@ def _check_methods(cfg: RunConfig) -> dict[str, bool]:
 def _check_checkpoint(name: str, seq_len: int, path: Path, per_l: Path) -> None:
     """Fail before any work if a checkpoint lacks its config or was trained for another L."""
     from ..errors import CheckpointError
-    from ..torchutil import read_config
+    from ..torchutil import check_weights, read_config
 
     try:
         config = read_config(path)
+        check_weights(path)
     except CheckpointError as exc:
         raise CheckpointError(f"method {name!r} at L={seq_len}: {exc}") from exc
     have = config.get("seq_len")

@@ -281,6 +281,10 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
             from exc
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
+    if not isinstance(data.get("config", {}), dict):
+        raise DataError(f"{path}: \"config\" is {json.dumps(data['config'])}, expected a JSON "
+                        "object; the manifest was edited or damaged: restore it or use another "
+                        "--out")
     return data
 
 

@@ -30,7 +30,8 @@ def resolve_config(presets: Mapping[str, Mapping[str, Any]], preset: str,
         A new dict with ``method`` and ``preset`` keys added.
 
     Raises:
-        UsageError: unknown preset, unknown key or a value of the wrong type.
+        UsageError: unknown preset, unknown key, a value of the wrong type, or a negative
+            value for a setting whose preset value is >= 0 (sizes, counts, rates).
     """
     if preset not in presets:
         raise UsageError(f"preset: unknown value {preset!r} for {method}; expected one of "
@@ -61,6 +62,10 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     if not ok:
         raise UsageError(f"{key}: bad value {value!r}; expected a {type(default).__name__} "
                          f"like {default!r}")
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and default >= 0 \
+            and value < 0:  # sizes, counts, rates: a negative one cannot build or train
+        raise UsageError(f"{key}: bad value {value!r}; expected a value >= 0 like "
+                         f"{default!r}")
     return value
 
 
