@@ -9,6 +9,7 @@ manifest or row files were written last; ``results/baseline`` is ignored). Files
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     result = build_report(args.results, by_coverage=args.by_coverage, fmt=args.format,
                           ci=args.ci, L=args.L, out=args.out, figures=args.figures,
                           progress=not args.no_progress)
+    for run in result.passed_over:
+        print(f"crbench report: skipped {run} (no rows)", file=sys.stderr)
     print(result.text())
     print(f"tables written to {result.out_dir}: "
           + ", ".join(p.name for p in result.files))
