@@ -1,8 +1,9 @@
 """`crbench report`: Tables 1-4 (Markdown, CSV or LaTeX), Figures 3-4 and the coverage figures
 of a run.
 
-Without ``--results`` the most recent run directory under ``results/`` is used (the one whose
-manifest or row files were written last; ``results/baseline`` is ignored). Files go to
+Without ``--results`` the most recent run directory under ``results/`` that holds rows is
+used (the one whose manifest or row files were written last; ``results/baseline`` is ignored;
+newer run directories without rows are named on stderr and skipped). Files go to
 ``<results>/report/`` unless ``--out`` says otherwise; the tables are also printed.
 """
 
