@@ -51,12 +51,14 @@ def _one_error_line(err: str) -> str:
 # ----------------------------------------------------------------------------- 1: checkpoints
 
 
-def _save_dummy(ckpts: Path, offset: float) -> str:
+def _save_dummy(ckpts: Path, offset: float, Ls: tuple[int, ...] = (3,)) -> str:
+    """A DummyTrained checkpoint per L in ``ckpts/dummy_trained/L<L>``; the weights' sha256."""
     from crbench_dummy_plugin import DummyTrained
 
-    DummyTrained(seq_len=3, offset=offset).save(ckpts / "dummy_trained")
-    return hashlib.sha256((ckpts / "dummy_trained" / "model.safetensors").read_bytes()
-                          ).hexdigest()
+    for L in Ls:
+        DummyTrained(seq_len=L, offset=offset).save(ckpts / "dummy_trained" / f"L{L}")
+    return hashlib.sha256((ckpts / "dummy_trained" / f"L{Ls[0]}" / "model.safetensors"
+                           ).read_bytes()).hexdigest()
 
 
 def test_resume_with_retrained_weights_is_refused(synth_root: Path, tmp_path: Path, site: Path,
@@ -125,20 +127,25 @@ def _wait_for_rows(proc: subprocess.Popen, rows: Path) -> None:
 def test_a_second_writer_on_the_same_run_dir_exits_2_naming_the_holder(
         synth_root: Path, tmp_path: Path, site: Path) -> None:
     out = tmp_path / "run"
-    env = _env(site, CRBENCH_DUMMY_DELAY="0.3")
+    env = _env(site, CRBENCH_DUMMY_DELAY="2")  # 14 batches: the holder runs for 28 s or more
     holder = subprocess.Popen(_run_cmd(synth_root, out), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_rows(holder, out / "rows" / "dummy_mean__L2__shard1of1.csv")
-        for extra in ((), ("--shard", "2/2")):  # the same samples, or a share of them
-            second = subprocess.run(_run_cmd(synth_root, out, *extra), env=env, text=True,
-                                    capture_output=True, timeout=120)
-            assert second.returncode == 2, second.stderr
-            line = _one_error_line(second.stderr)
+        seconds = [subprocess.Popen(_run_cmd(synth_root, out, *extra), env=env, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   for extra in ((), ("--shard", "2/2"))]  # the same samples, or some of them
+        for second in seconds:
+            assert second.wait(timeout=120) == 2
+            line = _one_error_line(second.stderr.read())
             assert f"pid {holder.pid}" in line and "--out" in line and str(out) in line
-        assert holder.poll() is None  # the refusal happened while the holder was running
+        assert holder.poll() is None  # both were refused while the holder was running
     finally:
-        assert holder.wait(timeout=300) == 0, holder.stderr.read()
+        holder.kill()
+        holder.wait(timeout=30)
+    resumed = run(RunConfig(data=synth_root, split="all", methods="dummy_mean",
+                            seq_lens=[2, 3], out=out, progress=False))
+    assert sum(m.n_new for m in resumed.runs) < sum(m.n_selected for m in resumed.runs)
     full = run(RunConfig(data=synth_root, split="all", methods="dummy_mean", seq_lens=[2, 3],
                          out=tmp_path / "full", progress=False))
     rows = read_rows(out)
@@ -146,6 +153,28 @@ def test_a_second_writer_on_the_same_run_dir_exits_2_naming_the_holder(
     assert not rows.duplicated(subset=KEY).any()
     pd.testing.assert_frame_equal(_values(rows), _values(read_rows(tmp_path / "full")),
                                   rtol=1e-9)
+
+
+def test_sigkill_then_resume_with_the_same_checkpoint_loses_and_repeats_nothing(
+        synth_root: Path, tmp_path: Path, site: Path) -> None:
+    ckpts, out = tmp_path / "ck", tmp_path / "run"
+    _save_dummy(ckpts, 0.05, Ls=(2, 3))
+    method = ["--methods", "dummy_trained", "--checkpoints", str(ckpts)]
+    cmd = [*_run_cmd(synth_root, out), *method]  # the later --methods wins
+    proc = subprocess.Popen(cmd, env=_env(site, CRBENCH_DUMMY_DELAY="0.3"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(proc, out / "rows" / "dummy_trained__L2__shard1of1.csv")
+    proc.kill()  # SIGKILL: no handler runs, the lock file keeps the dead pid
+    proc.wait(timeout=30)
+    written = len(read_rows(out))
+    assert (out / ".lock-shard1of1").read_text().strip() == str(proc.pid)
+    assert main(cmd[3:]) == 0  # resumes: the dead holder's lock is free, the hash matches
+    fresh = tmp_path / "fresh"
+    assert main([*_run_cmd(synth_root, fresh)[3:], *method]) == 0
+    rows, full = read_rows(out), read_rows(fresh)
+    assert 1 <= written < len(full) == len(rows)
+    assert not rows.duplicated(subset=KEY).any()
+    pd.testing.assert_frame_equal(_values(rows), _values(full), rtol=1e-9)
 
 
 def test_disjoint_shards_may_write_one_run_dir_at_once(synth_root: Path, tmp_path: Path,

@@ -478,9 +478,15 @@ def run_lock(run_dir: Path, shard: tuple[int, int]) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):  # the scan and the acquisition are one step for every process
         _check_no_overlapping_writer(run_dir, shard, fcntl)
-        fh = open(run_dir / f"{LOCK_PREFIX}{shard[0]}of{shard[1]}", "a+",  # noqa: SIM115
-                  encoding="utf-8")
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = run_dir / f"{LOCK_PREFIX}{shard[0]}of{shard[1]}"
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a process that took it without the scan (older crbench)
+            fh.close()
+            raise UsageError(f"--out: {str(run_dir)!r} is being written by another process "
+                             f"(it holds {path.name}); wait for it to finish or pass another "
+                             "--out") from None
         fh.truncate(0)
         fh.write(f"{os.getpid()}\n")
         fh.flush()
