@@ -11,18 +11,24 @@ Baseline file format (JSON, version 1)::
       "metrics": {"mosaicing": {"3": {"nrmse_all": 0.0912, ..., "n": 8}, "4": {...}}, ...}
     }
 
-- ``metrics``: per method, per L (a string key), the mean of each metric over samples (NaN
-  ignored; a metric undefined for every sample is stored as ``null``, an infinite mean as
-  ``Infinity`` as Python's json writes it) and ``n``, the number of samples evaluated.
+- ``metrics``: per method, per L (a string key), the mean of each metric over the samples
+  where it is finite (NaN and infinite values left out; ``null`` when no sample has a finite
+  value), ``<metric>_inf``, the number of samples where it is infinite (e.g. PSNR of an
+  exact reconstruction), and ``n``, the number of samples evaluated. The file is strict JSON
+  (no ``Infinity`` or ``NaN``). Baselines written before ``<metric>_inf`` existed store an
+  infinite mean as ``Infinity``; they are still read (such a metric is then compared as one
+  mean, infinite whenever a sample is).
 - ``tolerances``: absolute tolerance per metric; a metric without one uses
   :data:`DEFAULT_TOLERANCES`.
 - ``config``: informative only (what produced the baseline); not compared.
 
-A check fails when a metric is worse than the baseline by more than its tolerance (respecting
-:data:`crbench.metrics.HIGHER_IS_BETTER`), when a metric that the baseline defines is undefined
-now, when the number of evaluated samples differs, or when a method / L of the baseline is
-missing from the results. Better values beyond the tolerance are listed as improvements;
-methods / L in the results but not in the baseline are listed as unchecked.
+A check fails when a metric's finite mean is worse than the baseline by more than its
+tolerance (respecting :data:`crbench.metrics.HIGHER_IS_BETTER`), when the number of samples
+with an infinite value moves the wrong way (fewer infinite PSNRs), when a metric that the
+baseline defines is undefined now, when the number of evaluated samples differs, or when a
+method / L of the baseline is missing from the results. Better values beyond the tolerance
+are listed as improvements; methods / L in the results but not in the baseline are listed as
+unchecked.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import UsageError
 from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
-from .report import method_sort_key, read_manifests, read_rows, summarize
+from .report import method_sort_key, read_manifests, read_rows
+from .report.runs import check_poolable
 
 BASELINE_KEY = "crbench_baseline"
 BASELINE_VERSION = 1
@@ -48,6 +56,8 @@ DEFAULT_TOLERANCES: dict[str, float] = {
 }
 """Absolute tolerances: well above float rounding differences between platforms (the synthetic
 CI benchmark is deterministic), far below any real change of a method."""
+INF_SUFFIX = "_inf"
+"""``<metric>_inf``: the samples where the metric is infinite (a baseline entry key)."""
 MANIFEST_KEYS = ("crbench_version", "git", "config", "versions")
 """What a baseline's ``config.manifests`` keeps of each run manifest (no per-session noise)."""
 
@@ -62,11 +72,15 @@ class Finding:
     value: float
     baseline: float
     tolerance: float
+    infinite: bool = False  # value / baseline count the samples where the metric is infinite
 
     def describe(self) -> str:
         """E.g. ``mosaicing L=3 psnr: 21.3 vs baseline 24.1 (tolerance 0.05, higher is
         better)``."""
         better = "higher" if HIGHER_IS_BETTER[self.metric] else "lower"
+        if self.infinite:
+            return (f"{self.method} L={self.L} {self.metric}: infinite in {self.value:g} "
+                    f"samples vs baseline {self.baseline:g} ({better} is better)")
         return (f"{self.method} L={self.L} {self.metric}: {self.value:.6g} vs baseline "
                 f"{self.baseline:.6g} (tolerance {self.tolerance:g}, {better} is better)")
 
@@ -116,14 +130,18 @@ class CheckReport:
 
 
 def aggregate_means(rows: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int | None]]]:
-    """``{method: {str(L): {metric: mean or None, "n": samples}}}`` from per-sample rows."""
-    stats = summarize(rows, ["method", "L"])
+    """``{method: {str(L): {metric: finite mean or None, metric_inf: samples where it is
+    infinite, "n": samples}}}`` from per-sample rows."""
     out: dict[str, dict[str, dict[str, float | int | None]]] = {}
-    for _, r in stats.iterrows():
-        entry: dict[str, float | int | None] = {
-            m: (None if math.isnan(r[m]) else float(r[m])) for m in METRIC_NAMES}
-        entry["n"] = int(r["n"])
-        out.setdefault(str(r["method"]), {})[str(int(r["L"]))] = entry
+    for (method, L), group in rows.groupby(["method", "L"], sort=False):
+        entry: dict[str, float | int | None] = {}
+        for m in METRIC_NAMES:
+            values = group[m].to_numpy(dtype=float)
+            finite = values[np.isfinite(values)]
+            entry[m] = float(finite.mean()) if len(finite) else None
+            entry[f"{m}{INF_SUFFIX}"] = int(np.isinf(values).sum())
+        entry["n"] = len(group)
+        out.setdefault(str(method), {})[str(int(L))] = entry
     return {m: out[m] for m in sorted(out, key=method_sort_key)}
 
 
@@ -140,8 +158,10 @@ def write_baseline(results: Path | list[Path], path: Path,
         UsageError: no rows, or an unknown metric in ``tolerances``.
     """
     tol = _merge_tolerances(tolerances or {}, "--tolerance")
+    found = read_manifests(results)
+    check_poolable(found)
     rows = read_rows(results)
-    manifests = [{k: m[k] for k in MANIFEST_KEYS if k in m} for m in read_manifests(results)]
+    manifests = [{k: m[k] for k in MANIFEST_KEYS if k in m} for m in found]
     doc = {
         BASELINE_KEY: BASELINE_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -153,7 +173,7 @@ def write_baseline(results: Path | list[Path], path: Path,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n")
     return path
 
 
@@ -182,7 +202,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
                          "{metric: value}")
     for method, per_L in metrics.items():
         for L, entry in per_L.items():
-            unknown = sorted(set(entry) - set(METRIC_NAMES) - {"n"})
+            unknown = sorted(set(entry) - set(METRIC_NAMES) - {"n"}
+                             - {f"{m}{INF_SUFFIX}" for m in METRIC_NAMES})
             if unknown or not str(L).isdigit():
                 raise UsageError(f"--baseline: {path}: entry {method} L={L} has unknown "
                                  f"keys {unknown or [L]}; expected L digits and metrics "
@@ -214,6 +235,7 @@ def check_results(results: Path | list[Path], baseline_path: Path) -> CheckRepor
         UsageError: bad baseline file or no result rows.
     """
     doc = load_baseline(baseline_path)
+    check_poolable(read_manifests(results))
     current = aggregate_means(read_rows(results))
     report = CheckReport(Path(baseline_path))
     tol = doc["tolerances"]
@@ -244,7 +266,13 @@ def _compare(report: CheckReport, method: str, L: int, now: dict[str, Any],
             continue
         b = math.nan if base[m] is None else float(base[m])
         v = math.nan if now[m] is None else float(now[m])
-        if math.isnan(b) and math.isnan(v):
+        n_inf, b_inf = int(now[f"{m}{INF_SUFFIX}"]), base.get(f"{m}{INF_SUFFIX}")
+        if b_inf is None and math.isinf(b):  # an older baseline: one mean over all samples
+            v = math.inf if n_inf else v
+        elif int(b_inf or 0) != n_inf:
+            _judge(report, Finding(method, L, m, n_inf, int(b_inf or 0), 0.0, infinite=True),
+                   n_inf - int(b_inf or 0))
+        if b == v or (math.isnan(b) and math.isnan(v)):
             continue
         finding = Finding(method, L, m, v, b, tol[m])
         if math.isnan(v):
@@ -252,8 +280,13 @@ def _compare(report: CheckReport, method: str, L: int, now: dict[str, Any],
         elif math.isnan(b):
             report.improvements.append(finding)
         else:
-            gain = (v - b) if HIGHER_IS_BETTER[m] else (b - v)
-            if gain < -tol[m]:
-                report.regressions.append(finding)
-            elif gain > tol[m]:
-                report.improvements.append(finding)
+            _judge(report, finding, v - b)
+
+
+def _judge(report: CheckReport, finding: Finding, change: float) -> None:
+    """File ``finding`` by ``change`` (now - baseline) against its tolerance and direction."""
+    gain = change if HIGHER_IS_BETTER[finding.metric] else -change
+    if gain < -finding.tolerance:
+        report.regressions.append(finding)
+    elif gain > finding.tolerance:
+        report.improvements.append(finding)

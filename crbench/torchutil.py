@@ -8,6 +8,7 @@ for resumable training, ``trainer.pt`` (optimizer/EMA/step state, loaded with we
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import pickle
 import warnings
@@ -82,6 +83,39 @@ def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor],
         torch.save(dict(trainer_state), path / (TRAINER_FILE + ".tmp"))
         (path / (TRAINER_FILE + ".tmp")).replace(path / TRAINER_FILE)
     return path
+
+
+def existing_checkpoint_files(path: Path) -> list[str]:
+    """Names of the checkpoint files (weights, config, trainer state) already in ``path``."""
+    return [f for f in (WEIGHTS_FILE, CONFIG_FILE, TRAINER_FILE) if (Path(path) / f).is_file()]
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """Content hash of a checkpoint's weights: the sha256 of ``model.safetensors``, or for a
+    plugin's own layout (no ``model.safetensors``), of every other file's name and sha256
+    (trainer state, history and temporary files left out).
+
+    Raises:
+        CheckpointError: a file cannot be read.
+    """
+    path = Path(path)
+    try:
+        if (path / WEIGHTS_FILE).is_file():
+            return _file_sha256(path / WEIGHTS_FILE)
+        lines = [f"{f.relative_to(path).as_posix()} {_file_sha256(f)}\n"
+                 for f in sorted(path.rglob("*")) if f.is_file()
+                 and f.name not in (TRAINER_FILE, "history.csv") and f.suffix != ".tmp"]
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint: {path}: cannot read its files ({exc})") from exc
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_config(path: Path) -> dict[str, Any]:

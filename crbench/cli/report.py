@@ -1,14 +1,16 @@
 """`crbench report`: Tables 1-4 (Markdown, CSV or LaTeX), Figures 3-4 and the coverage figures
 of a run.
 
-Without ``--results`` the most recent run directory under ``results/`` is used (the one whose
-manifest or row files were written last; ``results/baseline`` is ignored). Files go to
+Without ``--results`` the most recent run directory under ``results/`` that holds rows is
+used (the one whose manifest or row files were written last; ``results/baseline`` is ignored;
+newer run directories without rows are named on stderr and skipped). Files go to
 ``<results>/report/`` unless ``--out`` says otherwise; the tables are also printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     result = build_report(args.results, by_coverage=args.by_coverage, fmt=args.format,
                           ci=args.ci, L=args.L, out=args.out, figures=args.figures,
                           progress=not args.no_progress)
+    for run in result.passed_over:
+        print(f"crbench report: skipped {run} (no rows)", file=sys.stderr)
     print(result.text())
     print(f"tables written to {result.out_dir}: "
           + ", ".join(p.name for p in result.files))

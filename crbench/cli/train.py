@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on random square crops of this size")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that already holds a checkpoint, replacing "
+                        "it (without --resume or --overwrite that is refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--region", default="all", help="train on one region's train split")
@@ -158,10 +161,23 @@ def history_summary(out: Path, method: str, seconds: float) -> str | None:
         return f"{method}: no summary ({exc})"
 
 
+def check_fresh_out(args: argparse.Namespace) -> None:
+    """Refuse to start afresh over an existing checkpoint unless ``--overwrite`` says so."""
+    from ..errors import UsageError
+    from ..torchutil import existing_checkpoint_files
+
+    found = [] if args.resume or getattr(args, "overwrite", False) or not args.out.is_dir() \
+        else existing_checkpoint_files(args.out)
+    if found:
+        raise UsageError(f"--out: {args.out} already holds a checkpoint ({', '.join(found)}); "
+                         "pass --resume to continue it or --overwrite to replace it")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.index import check_root
 
     check_args(args)
+    check_fresh_out(args)
     method = build_method(args)
     check_root(args.data, flag="--data")
     start = time.perf_counter()

@@ -15,7 +15,15 @@ from ..errors import UsageError
 from ..runner.store import read_spread
 from .coverage_figures import coverage_figures
 from .figures import make_figures
-from .runs import DEFAULT_RESULTS_ROOT, REPORT_DIR, as_dirs, latest_run, read_manifests, read_rows
+from .runs import (
+    DEFAULT_RESULTS_ROOT,
+    REPORT_DIR,
+    as_dirs,
+    check_poolable,
+    pick_latest_run,
+    read_manifests,
+    read_rows,
+)
 from .tables import (
     Format,
     Table,
@@ -42,6 +50,8 @@ class ReportResult:
         files: table files written.
         figures: figure files written (PNG and PDF).
         messages: remarks about figures (skipped methods, missing categories).
+        passed_over: newer run directories without rows that the default ``--results``
+            (the most recent run) passed over.
     """
 
     results: list[Path]
@@ -51,6 +61,7 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    passed_over: list[Path] = field(default_factory=list)
 
     def text(self) -> str:
         """All tables as the CLI prints them (CSV tables get ``# title`` / ``# note`` lines)."""
@@ -88,16 +99,21 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
         progress: progress bars (stderr) while drawing figures.
 
     Raises:
-        UsageError: no rows, bad format, or ``L`` not present.
+        UsageError: no rows, bad format, ``L`` not present, or runs of different split, mask
+            convention or protocol (:func:`.runs.check_poolable`).
     """
     fmt = parse_format(fmt)
-    dirs = [latest_run(results_root)] if results is None else as_dirs(results)
+    passed_over: list[Path] = []
+    if results is None:
+        latest, passed_over = pick_latest_run(results_root)
+    dirs = [latest] if results is None else as_dirs(results)
     for d in dirs:
         if not d.is_dir():
             raise UsageError(f"--results: {d} is not a directory; expected a run directory "
                              "of `crbench run`")
-    rows = read_rows(dirs)
     manifests = read_manifests(dirs)
+    check_poolable(manifests)
+    rows = read_rows(dirs)
     Ls = sorted(int(v) for v in rows["L"].unique())
     if L is None:
         L = Ls[0]
@@ -116,7 +132,7 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
         tables.append(spread)
     out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = ReportResult(dirs, out_dir, fmt, tables)
+    result = ReportResult(dirs, out_dir, fmt, tables, passed_over=passed_over)
     for t in tables:
         path = out_dir / f"{t.name}{fmt.suffix}"
         path.write_text(t.render(fmt))

@@ -27,6 +27,7 @@ import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
+from ..runner.store import read_skipped
 from .runs import manifest_value, method_sort_key
 
 ABLATIONS: dict[str, str] = {"seqdm": "seqdm_no_tts"}
@@ -378,21 +380,40 @@ def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) 
 
 
 def skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Non-matching samples skipped per L, summed over manifests (shards of one run cover
-    disjoint samples). Reads ``skipped`` as ``{L: n}`` or ``{method: {L: n}}`` (then the
-    largest count over methods, since every method sees the same samples)."""
+    """Non-matching samples skipped per L, each sample counted once.
+
+    A run directory that records the skipped samples (``RUN/skipped/``, next to the
+    manifest's ``_path``) contributes their keys, merged over shards, methods and runs, so
+    overlapping shard layouts or a run given twice count a sample once. Older manifests add
+    their ``skipped`` counts (``{L: n}``, or ``{method: {L: n}}``: the largest count over
+    methods, since every method sees the same samples), summed over manifests.
+    """
+    keys: dict[int, set[tuple[str, int]]] = {}
     out: dict[int, int] = {}
     for m in manifests:
-        value = manifest_value(m, "skipped")
-        if not isinstance(value, dict):
+        runs = m.get("runs") if isinstance(m.get("runs"), dict) else {}
+        files = [r["skipped_file"] for r in runs.values()
+                 if isinstance(r, dict) and r.get("skipped_file")]
+        if files and "_path" in m:
+            for (_, L), found in read_skipped(Path(m["_path"]).parent, files).items():
+                keys.setdefault(L, set()).update(found)
             continue
-        per_L: dict[int, int] = {}
-        for k, v in value.items():
-            if isinstance(v, dict):
-                for L, n in v.items():
-                    per_L[int(L)] = max(per_L.get(int(L), 0), int(n))
-            elif str(k).isdigit():
-                per_L[int(k)] = int(v)
-        for L, n in per_L.items():
+        for L, n in _manifest_skipped(m).items():
             out[L] = out.get(L, 0) + n
+    for L, found in keys.items():
+        out[L] = out.get(L, 0) + len(found)
     return out
+
+
+def _manifest_skipped(m: dict[str, Any]) -> dict[int, int]:
+    value = manifest_value(m, "skipped")
+    per_L: dict[int, int] = {}
+    if not isinstance(value, dict):
+        return per_L
+    for k, v in value.items():
+        if isinstance(v, dict):
+            for L, n in v.items():
+                per_L[int(L)] = max(per_L.get(int(L), 0), int(n))
+        elif str(k).isdigit():
+            per_L[int(k)] = int(v)
+    return per_L

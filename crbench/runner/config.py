@@ -183,6 +183,8 @@ class MethodRun:
     n_new: int = 0  # rows written by this session
     n_skipped: int = 0  # non-matching samples skipped
     checkpoint: str | None = None
+    checkpoint_sha256: str | None = None  # content hash of the checkpoint's weights
+    skipped_file: str | None = None  # the non-matching samples (relative to the run dir)
     status: str = RunStatus.RUNNING.value
     samples: int = 1  # draws per input (1 for methods that do not accept --samples)
     spread: str | None = None  # spread sidecar (relative to the run dir) when samples > 1

@@ -11,8 +11,11 @@ settings that change results, so rerunning the same command resumes the same run
         sessions [one entry per invocation: started, host, metrics_backend (native, opencv
                   or torch: crbench.metrics.ssim.FilterBackend), methods, L, shard, ...],
         runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
-              n_evaluated, n_skipped, checkpoint, status, samples, spread, updated}},
-        skipped {method: {L: non-matching samples skipped, summed over shards}}
+              n_evaluated, n_skipped, checkpoint, checkpoint_sha256 (of the weights file,
+              :func:`crbench.torchutil.checkpoint_sha256`), skipped_file, status, samples,
+              spread, updated}},
+        skipped {method: {L: distinct non-matching samples skipped over all shards}}
+    RUN/skipped/<method>__L<L>__shard<k>of<n>.csv    the skipped samples' keys
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv
         header + one row per sample with exactly :data:`~.store.ROW_COLUMNS` (DESIGN.md): method, L,
         split, roi, patch, input_idx ("0;1;2"), target_idx, coverage (mean input coverage),
@@ -30,6 +33,11 @@ Read the rows back with :func:`crbench.runner.read_rows` (a run dir, a folder of
 dirs/shards, or a list); the manifest with :func:`crbench.runner.read_manifest` (both in
 :mod:`.store`). Status values: :class:`~.config.RunStatus`. The per-batch loop is
 :mod:`.evaluate`.
+
+Safety: the data are indexed before anything is created (a run that fails on bad ``--data``
+leaves no directory); a resume whose checkpoint's content hash differs from the one the
+manifest records for that method and L is refused (rows of two models never mix); one process
+at a time writes a shard (``RUN/.lock-shard<k>of<n>``, see :func:`.store.run_lock`).
 
 Resume: rows are appended and fsync'ed after every batch; on start the runner cuts off a
 partial last line left by a kill, skips every (roi, patch) already present in any rows file
@@ -54,7 +62,18 @@ from .. import __version__
 from ..errors import UsageError
 from .config import MethodRun, RunConfig, RunStatus, RunSummary
 from .evaluate import count_evaluated, evaluate
-from .store import MANIFEST_FORMAT, check_run_dir, rows_path, spread_path, update_manifest
+from .store import (
+    MANIFEST_FORMAT,
+    check_checkpoints,
+    check_run_dir,
+    read_skipped,
+    rows_path,
+    run_lock,
+    skipped_path,
+    spread_path,
+    update_manifest,
+    write_skipped,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,14 +136,26 @@ def _record(cfg: RunConfig, mr: MethodRun) -> None:
         data = old or {}
         entry = {k: v for k, v in asdict(mr).items() if k not in ("n_new", "seconds")}
         data.setdefault("runs", {})[stem] = {**entry, "updated": _now()}
-        skipped: dict[str, dict[str, int]] = {}
-        for r in data["runs"].values():
-            per = skipped.setdefault(r["method"], {})
-            per[str(r["L"])] = per.get(str(r["L"]), 0) + int(r["n_skipped"])
-        data["skipped"] = skipped
+        data["skipped"] = skipped_counts(cfg.out, data["runs"])
         return data
 
     update_manifest(cfg.out, change)
+
+
+def skipped_counts(run_dir: Path, runs: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{method: {L: skipped samples}} of a manifest's ``runs``: distinct keys over the shards'
+    skipped files (overlapping shard layouts count a sample once); entries without such a file
+    (older runs) add their ``n_skipped``."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs.values():
+        groups.setdefault((r["method"], int(r["L"])), []).append(r)
+    out: dict[str, dict[str, int]] = {}
+    for (method, L), entries in groups.items():
+        files = [r["skipped_file"] for r in entries if r.get("skipped_file")]
+        keys = read_skipped(run_dir, files).get((method, L), set())
+        old = sum(int(r["n_skipped"]) for r in entries if not r.get("skipped_file"))
+        out.setdefault(method, {})[str(L)] = len(keys) + old
+    return out
 
 
 # ----------------------------------------------------------------------------- selection
@@ -140,15 +171,31 @@ def select_samples(index: pd.DataFrame, shard: tuple[int, int], limit: int | Non
         (selected matching rows, index rows in the shard, non-matching rows skipped up to the
         last selected sample, or in the whole shard when no limit cut it short).
     """
+    part, match, n_index = _shard_part(index, shard, limit)
+    return part[match].reset_index(drop=True), n_index, int((~match).sum())
+
+
+def skipped_samples(index: pd.DataFrame, shard: tuple[int, int], limit: int | None
+                    ) -> list[tuple[str, int]]:
+    """(roi, patch) of the non-matching samples :func:`select_samples` counts as skipped."""
+    part, match, _ = _shard_part(index, shard, limit)
+    skipped = part[~match]
+    return [(str(r), int(p)) for r, p in zip(skipped["roi"], skipped["patch"], strict=True)]
+
+
+def _shard_part(index: pd.DataFrame, shard: tuple[int, int], limit: int | None
+                ) -> tuple[pd.DataFrame, Any, int]:
+    """The shard's index rows up to the ``limit``-th match, their match flags, and the number
+    of index rows in the whole shard."""
     ordered = index.sort_values(["roi", "patch"], kind="stable").reset_index(drop=True)
     k, n = shard
     part = ordered.iloc[k - 1::n].reset_index(drop=True)
+    n_index = len(part)
     match = part["match"].astype(bool).to_numpy()
     if limit is not None and match.sum() > limit:
         last = int(match.nonzero()[0][limit - 1])
         part, match = part.iloc[:last + 1], match[:last + 1]
-    n_skipped = int((~match).sum())
-    return part[match].reset_index(drop=True), len(ordered.iloc[k - 1::n]), n_skipped
+    return part, match, n_index
 
 
 # ----------------------------------------------------------------------------- run
@@ -222,7 +269,9 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
     missing), then each method runs over the shard's remaining samples.
 
     Raises:
-        UsageError: bad settings, or ``cfg.out`` holds a run with other settings.
+        UsageError: bad settings; ``cfg.out`` holds a run with other settings, or rows of a
+            checkpoint whose weights have changed since (content hash); another process is
+            writing the same samples into ``cfg.out`` (names its pid).
         PluginError / CheckpointError: a method cannot be imported or lacks a checkpoint.
         DatasetNotFoundError / DataError: missing or broken data.
         KeyboardInterrupt: Ctrl-C (rows written so far are kept; rerun to resume).
@@ -230,6 +279,7 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
     from .. import distributed
 
     trainable = _check_methods(cfg)
+    hashes = _checkpoint_hashes(cfg, trainable)
     device = _device(cfg)
     with distributed.session(device) as dist:
         if dist.enabled:  # under torchrun each rank is a sub-shard of the user's shard
@@ -237,13 +287,34 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
             cfg = replace(cfg, shard=compose_shard(cfg.shard, dist.rank, dist.world_size),
                           progress=cfg.progress and dist.is_main)
         check_run_dir(cfg.out, cfg.identity())
+        check_checkpoints(cfg.out, hashes)
+        cache, indexes = _indexes(cfg)  # bad --data fails here, before anything is created
         distributed.barrier()  # every rank has validated before any rank writes
         summary = RunSummary(run_dir=cfg.out)
-        if on_start is not None:
-            on_start(cfg.out)
-        _start_manifest(cfg, device)
-        _run_all(cfg, summary, device, trainable)
+        with run_lock(cfg.out, cfg.shard):
+            check_checkpoints(cfg.out, hashes)  # as another process may have left it
+            if on_start is not None:
+                on_start(cfg.out)
+            _start_manifest(cfg, device)
+            _run_all(cfg, summary, device, trainable, (cache, indexes), hashes)
     return summary
+
+
+def _checkpoint_hashes(cfg: RunConfig, trainable: dict[str, bool]) -> dict[tuple[str, int], str]:
+    """(method, L) -> content hash of the checkpoint each trainable method loads at L."""
+    from ..registry import find_checkpoint
+    from ..torchutil import checkpoint_sha256
+
+    by_path: dict[Path, str] = {}
+    out = {}
+    for name in cfg.methods:
+        for L in cfg.seq_lens if trainable[name] else ():
+            path = find_checkpoint(cfg.checkpoints, name, L)
+            if path is not None:
+                if path not in by_path:
+                    by_path[path] = checkpoint_sha256(path)
+                out[(name, L)] = by_path[path]
+    return out
 
 
 def compose_shard(shard: tuple[int, int], rank: int, world_size: int) -> tuple[int, int]:
@@ -257,26 +328,40 @@ def compose_shard(shard: tuple[int, int], rank: int, world_size: int) -> tuple[i
     return (k + n * rank, n * world_size)
 
 
-def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
-             trainable: dict[str, bool]) -> None:
+def _indexes(cfg: RunConfig) -> tuple[Any, dict[int, pd.DataFrame]]:
+    """The mask cache and the split's index at every L (rank 0 fills the cache first)."""
     from .. import distributed
     from ..data.index import build_index
     from ..data.masks import MaskCache
 
     cache = MaskCache(cfg.data)
     main = distributed.info().is_main
+    indexes = {}
     for L in cfg.seq_lens:
-        index = None
         if main:  # rank 0 fills the mask cache; the others then only read it
-            index = _index(cfg, L, cache, build_index)
+            indexes[L] = _index(cfg, L, cache, build_index)
         distributed.barrier()
-        if index is None:
-            index = _index(cfg, L, cache, build_index)
+        if L not in indexes:
+            indexes[L] = _index(cfg, L, cache, build_index)
+    return cache, indexes
+
+
+def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
+             trainable: dict[str, bool], data: tuple[Any, dict[int, pd.DataFrame]],
+             hashes: dict[tuple[str, int], str]) -> None:
+    cache, indexes = data
+    for L in cfg.seq_lens:
+        index = indexes[L]
         selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
+        skipped = skipped_samples(index, cfg.shard, cfg.limit)
         for name in cfg.methods:
             mr = MethodRun(method=name, L=L, shard=f"{cfg.shard[0]}/{cfg.shard[1]}",
                            rows=str(rows_path(cfg.out, name, L, cfg.shard).relative_to(cfg.out)),
-                           n_index=n_index, n_selected=len(selected), n_skipped=n_skipped)
+                           n_index=n_index, n_selected=len(selected), n_skipped=n_skipped,
+                           checkpoint_sha256=hashes.get((name, L)))
+            where = skipped_path(cfg.out, name, L, cfg.shard)
+            write_skipped(where, name, L, skipped)
+            mr.skipped_file = str(where.relative_to(cfg.out))
             summary.runs.append(mr)
             _run_one(cfg, mr, selected, cache, device, trainable[name])
 

@@ -7,6 +7,11 @@ Layout of a run directory (see :mod:`crbench.runner.execute` for the whole pictu
     RUN/rows/<same stem>.spread.csv                 with --samples K > 1: per-sample std of
                                                     each metric over the K draws
     RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif   with --save-predictions
+    RUN/skipped/<same stem>.csv                     method, L, roi, patch of the non-matching
+                                                    samples the shard skipped (counted once
+                                                    however shards overlap)
+    RUN/.lock-shard<k>of<n>                         held (flock) by the process writing that
+                                                    shard; holds its pid
 
 Rows files start with a header line of exactly :data:`ROW_COLUMNS`; every row ends with a
 newline and is flushed and fsync'ed batch by batch. A process killed mid-write can leave at
@@ -50,6 +55,9 @@ SPREAD_SUFFIX = ".spread.csv"
 MANIFEST = "manifest.json"
 ROWS_DIR = "rows"
 PREDICTIONS_DIR = "predictions"
+SKIPPED_DIR = "skipped"
+SKIPPED_COLUMNS: tuple[str, ...] = ("method", "L", "roi", "patch")
+LOCK_PREFIX = ".lock-shard"
 MANIFEST_FORMAT = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -67,6 +75,11 @@ def rows_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) 
 def spread_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
     """``RUN/rows/<method>__L<L>__shard<k>of<n>.spread.csv`` (sidecar of the rows file)."""
     return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}{SPREAD_SUFFIX}"
+
+
+def skipped_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
+    """``RUN/skipped/<method>__L<L>__shard<k>of<n>.csv``: the shard's non-matching samples."""
+    return Path(run_dir) / SKIPPED_DIR / f"{rows_stem(method, seq_len, shard)}.csv"
 
 
 def is_spread_file(path: Path) -> bool:
@@ -330,7 +343,9 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
         raise UsageError(f"--out: {str(run_dir)!r} is a file; expected a run directory")
     manifest = read_manifest(run_dir)
     if manifest is None:
-        if run_dir.is_dir() and any(p.name != ".manifest.lock" for p in run_dir.iterdir()):
+        if run_dir.is_dir() and any(p.name != ".manifest.lock"
+                                    and not p.name.startswith(LOCK_PREFIX)
+                                    for p in run_dir.iterdir()):
             raise UsageError(f"--out: {str(run_dir)!r} exists, is not empty and holds no "
                              f"{MANIFEST}, so it is not a crbench run directory; pass a new or "
                              "empty directory")
@@ -343,3 +358,144 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any]) -> None:
         raise UsageError(f"--out: {str(run_dir)!r} holds a run made with other settings: "
                          f"{'; '.join(diff)}. Resume it with the same settings or pass another "
                          "--out")
+
+
+def has_rows(run_dir: Path) -> bool:
+    """True when some rows file of the run directory holds at least one complete row."""
+    for f in _row_files(run_dir):
+        text = _complete_text(f)
+        if text.count("\n") > 1 or (text and not text.startswith(_header(ROW_COLUMNS))):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def check_checkpoints(run_dir: Path, hashes: dict[tuple[str, int], str]) -> None:
+    """Refuse to resume a run whose rows came from other weights than ``hashes``
+    ((method, L) -> sha256 of the checkpoint now found), as the manifest's ``runs`` record.
+
+    Raises:
+        UsageError: names the method, L and both hashes.
+    """
+    manifest = read_manifest(run_dir) or {}
+    runs = manifest.get("runs")
+    for entry in (runs.values() if isinstance(runs, dict) else ()):
+        if not isinstance(entry, dict):
+            continue
+        key = (str(entry.get("method")), int(entry.get("L") or 0))
+        was = entry.get("checkpoint_sha256")
+        if key in hashes and was and was != hashes[key]:
+            raise UsageError(
+                f"--checkpoints: method {key[0]!r} at L={key[1]}: the run in {str(run_dir)!r} "
+                f"was computed with checkpoint sha256 {was}, the checkpoint now found has "
+                f"{hashes[key]} (retrained?); pass another --out, or restore those weights")
+
+
+# ----------------------------------------------------------------------------- skipped
+
+
+def write_skipped(path: Path, method: str, seq_len: int, keys: Sequence[tuple[str, int]]
+                  ) -> None:
+    """Record the non-matching samples a shard skipped, merged with what is already there
+    (an earlier session with another ``--limit``); written atomically."""
+    path = Path(path)
+    old = {(r["roi"], int(r["patch"])) for r in read_row_dicts(path, SKIPPED_COLUMNS)} \
+        if path.is_file() else set()
+    merged = sorted(old | {(str(r), int(p)) for r, p in keys})
+    body = io.StringIO()
+    writer = csv.writer(body, lineterminator="\n")
+    writer.writerow(SKIPPED_COLUMNS)
+    writer.writerows((method, seq_len, r, p) for r, p in merged)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(body.getvalue(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_skipped(run_dir: Path, files: Sequence[str] | None = None
+                 ) -> dict[tuple[str, int], set[tuple[str, int]]]:
+    """(method, L) -> the (roi, patch) keys of skipped samples, merged over shards.
+
+    ``files``: paths relative to the run dir (default every ``RUN/skipped/*.csv``)."""
+    run_dir = Path(run_dir)
+    paths = sorted((run_dir / SKIPPED_DIR).glob("*.csv")) if files is None \
+        else [run_dir / f for f in files]
+    out: dict[tuple[str, int], set[tuple[str, int]]] = {}
+    for f in paths:
+        if f.is_file():
+            for r in read_row_dicts(f, SKIPPED_COLUMNS):
+                out.setdefault((r["method"], int(r["L"])), set()).add((r["roi"], int(r["patch"])))
+    return out
+
+
+# ----------------------------------------------------------------------------- run lock
+
+
+def shards_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True when shard layouts ``a`` and ``b`` share an index row (row i is in (k, n) iff
+    i % n == k - 1; both hold rows iff k_a - k_b is a multiple of gcd(n_a, n_b))."""
+    return (a[0] - b[0]) % math.gcd(int(a[1]), int(b[1])) == 0
+
+
+def _holder(path: Path, fcntl: Any) -> str | None:
+    """The pid written in lock file ``path`` when another process holds it, else None."""
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            return fh.read().strip() or "unknown"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def _check_no_overlapping_writer(run_dir: Path, shard: tuple[int, int], fcntl: Any) -> None:
+    for path in sorted(run_dir.glob(f"{LOCK_PREFIX}*of*")):
+        k, _, n = path.name[len(LOCK_PREFIX):].partition("of")
+        if not (k.isdigit() and n.isdigit()) or not shards_overlap(shard, (int(k), int(n))):
+            continue
+        pid = _holder(path, fcntl)
+        if pid is not None:
+            raise UsageError(
+                f"--out: {str(run_dir)!r} is being written by another crbench run (pid {pid}, "
+                f"shard {k}/{n}) that computes some of the same samples; wait for it to finish "
+                "or pass another --out")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold ``RUN/.lock-shard<k>of<n>`` (an exclusive, non-blocking flock holding this pid)
+    while a shard's rows are computed; shards of other layouts that share samples with it
+    are refused too. A no-op without fcntl.
+
+    Raises:
+        UsageError: another process holds an overlapping shard (names its pid).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):  # the scan and the acquisition are one step for every process
+        _check_no_overlapping_writer(run_dir, shard, fcntl)
+        path = run_dir / f"{LOCK_PREFIX}{shard[0]}of{shard[1]}"
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a process that took it without the scan (older crbench)
+            fh.close()
+            raise UsageError(f"--out: {str(run_dir)!r} is being written by another process "
+                             f"(it holds {path.name}); wait for it to finish or pass another "
+                             "--out") from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
