@@ -87,13 +87,15 @@ def test_unknown_split_or_region(synth_root: Path, split: str, region: str, name
         scan_tree(synth_root, split, region)
 
 
-def test_incomplete_patch_is_named(synth_root: Path, tmp_path: Path) -> None:
+def test_patch_missing_an_s1_image_keeps_its_dates(synth_root: Path, tmp_path: Path) -> None:
+    """Issue 13: a missing S1 image no longer refuses the tree; the record says which."""
     root = tmp_path / "root"
     shutil.copytree(synth_root / TEST_ROI, root / TEST_ROI)
     victim = next((root / TEST_ROI / "S1" / "7").glob("*patch_1.tif"))
     victim.unlink()
-    with pytest.raises(DataError, match=r"ROIs1868/119 patch 1: 1 of 60 images missing \(S1/7\)"):
-        scan_tree(root, "test")
+    recs = {rec.patch: rec for rec in scan_tree(root, "test")}
+    assert recs[1].ts == list(range(30)) and recs[1].s1[7] is None and not recs[1].has_s1
+    assert recs[0].has_s1 and all(p is not None for p in recs[0].s1)
 
 
 def test_build_index_columns_and_dtypes(test_index: pd.DataFrame) -> None:

@@ -150,7 +150,9 @@ def test_verdict_counts_only_intact_patches(broken: tuple[Path, VerifyReport]) -
     errors = text.index("ERROR"), text.rindex("ERROR")
     assert errors[1] < text.index("WARNING")  # errors listed first
     short = report.summary(limit=2)
-    assert "... and" in short and len(short.splitlines()) == 3 + 2 + 2
+    # header 3, problems 2, "... and" 1, per-ROI date counts of the 2 partial ROIs and the
+    # usable-at-L line 3, verdict 1
+    assert "... and" in short and len(short.splitlines()) == 3 + 2 + 1 + 3 + 1
 
 
 def test_missing_and_empty_root(tmp_path: Path) -> None:
@@ -165,15 +167,22 @@ def test_missing_and_empty_root(tmp_path: Path) -> None:
     assert report.by_kind(ProblemKind.ROOT_EMPTY)[0].detail.endswith(EXPECTED_LAYOUT)
 
 
-def test_no_complete_patch_is_unusable(synth_root: Path, tmp_path: Path) -> None:
+def test_patch_missing_a_date_is_usable_with_the_others(synth_root: Path,
+                                                         tmp_path: Path) -> None:
+    """A missing date is a warning (issue 13): the patches are used with their 29 dates."""
     shutil.copytree(synth_root / B / "S2", tmp_path / B / "S2")
     shutil.copytree(synth_root / B / "S1", tmp_path / B / "S1")
     shutil.rmtree(tmp_path / B / "S2" / "29")
     report = verify_tree(tmp_path)
-    assert not report.usable and report.n_patches == 2
-    assert [p.path for p in report.errors] == [f"{B}/S2/29"]
-    assert "usable: no - no patch has all 30 dates" in report.summary()
-    assert EXPECTED_LAYOUT in report.summary()
+    assert report.usable and report.n_patches == 2 and report.n_complete == 0
+    assert report.errors == []
+    assert [p.path for p in report.by_kind(ProblemKind.MISSING_DATE)] == [f"{B}/S2/29"]
+    assert report.by_kind(ProblemKind.MISSING_DATE)[0].severity is Severity.WARNING
+    assert report.usable_at(3) == report.usable_at(3, s1=True) == 2
+    text = report.summary()
+    assert f"{B}: dates present: S1 30 of 30, S2 29 of 30" in text
+    assert "L=3: 2 (2 with S1), L=4: 2 (2 with S1), L=5: 2 (2 with S1)" in text
+    assert "usable: yes, partial tree (0 of 2 patches complete; up to 29 dates" in text
 
 
 def _copy_roi(synth_root: Path, root: Path) -> Path:

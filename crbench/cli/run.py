@@ -56,11 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run even if sampled images have values implausible for the dataset "
                         "(S2 not L1C digital numbers, e.g. reflectance 0..1 or uint8; S1 not "
                         "in dB); without it such a tree is refused")
+    p.add_argument("--min-dates", type=int, default=None, metavar="N",
+                   help="partial trees: evaluate only patches with at least N dates (default "
+                        "L + 1, the fewest the fixed sampler can use)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def check_data(data: Path, split: str, region: str, allow_odd_values: bool) -> None:
+def check_data(data: Path, split: str, region: str, allow_odd_values: bool,
+               methods: tuple[str, ...] = ()) -> None:
     """Before anything is written: ``--data`` is a tree whose split lists cleanly, and (unless
     ``allow_odd_values``) a sample of its images has plausible values
     (:func:`crbench.data.verify.sample_odd_values`: 8 S2 and 8 S1 images, not the tree).
@@ -73,6 +77,7 @@ def check_data(data: Path, split: str, region: str, allow_odd_values: bool) -> N
     from ..errors import DataError
 
     records = scan_tree(check_root(data, flag="--data"), split, region)
+    check_s1(records, methods)
     if allow_odd_values:
         return
     odd = sample_odd_values(records)
@@ -82,6 +87,26 @@ def check_data(data: Path, split: str, region: str, allow_odd_values: bool) -> N
                         f"implausible values, e.g. {path}: {why}; check the units "
                         f"(`crbench data verify {data}` checks every file) or pass "
                         "--allow-odd-values")
+
+
+def check_s1(records: list, methods: tuple[str, ...]) -> None:
+    """Refuse methods that need S1 on a split where some patch lacks S1 images.
+
+    Raises:
+        UsageError: naming ``--methods``, the methods and how many patches lack S1.
+    """
+    from ..api import Need
+    from ..errors import UsageError
+    from ..registry import get_method_class
+
+    lacking = [rec for rec in records if not rec.has_s1]
+    needy = [m for m in methods if Need.S1 in get_method_class(m).needs]
+    if lacking and needy:
+        first = lacking[0]
+        raise UsageError(f"--methods: {', '.join(needy)} need S1, but {len(lacking)} of "
+                         f"{len(records)} patches have no S1 image for some date (e.g. "
+                         f"{first.roi} patch {first.patch}); run only S1-free methods "
+                         "(e.g. least_cloudy,mosaicing) on this tree")
 
 
 def _summary_table(run_dir: Path, methods: list[str], seq_lens: list[int]) -> str:
@@ -116,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
                     protocol=args.protocol, batch_size=args.batch_size, workers=args.workers,
                     device=args.device, save_predictions=args.save_predictions,
                     seed=args.seed, progress=not args.no_progress,
-                    sample_steps=args.sample_steps, samples=args.samples)
-    check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values)
+                    sample_steps=args.sample_steps, samples=args.samples,
+                    min_dates=args.min_dates)
+    check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values, tuple(cfg.methods))
     summary = run_all(cfg, on_start=lambda out: print(
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))
     for mr in summary.runs:

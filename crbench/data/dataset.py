@@ -181,7 +181,7 @@ class SEN12MSCRTS(Dataset):
     def _init_random(self, progress: bool, workers: int) -> None:
         coverages = patch_coverage(self.records, self.cache, workers=workers, progress=progress)
         self._random = [(i, cov) for i, cov in enumerate(coverages)
-                        if min(cov) <= TARGET_CLEAR_MAX]
+                        if len(cov) > self.L and min(cov) <= TARGET_CLEAR_MAX]
         self.n_skipped = len(self.records) - len(self._random)
 
     def set_epoch(self, epoch: int) -> None:
@@ -198,11 +198,12 @@ class SEN12MSCRTS(Dataset):
             rec_i, sel, cov_target = self._fixed[idx]
             return self.records[rec_i], sel, cov_target
         rec_i, cov = self._random[idx]
+        rec = self.records[rec_i]
         sel = select_random(cov, self.L, rng)
         if sel is None:  # cannot happen: patches without a clear date were left out
-            raise DataError(f"{self.records[rec_i].roi} patch {self.records[rec_i].patch}: "
-                            "no clear date to use as target")
-        return self.records[rec_i], sel, cov[sel.target_idx]
+            raise DataError(f"{rec.roi} patch {rec.patch}: no clear date to use as target")
+        sel_t = Selection([rec.ts[i] for i in sel.input_idx], rec.ts[sel.target_idx], sel.match)
+        return rec, sel_t, cov[sel.target_idx]
 
     def __getitem__(self, idx: int) -> Sample:
         """Read sample ``idx``: its L input dates and its target, nothing else.
@@ -217,31 +218,33 @@ class SEN12MSCRTS(Dataset):
         idx = idx % len(self)
         rng = np.random.default_rng([self.seed, self.epoch, idx])
         rec, sel, cov_target = self._select(idx, rng)
-        s2 = [_read(rec.s2[t], "s2") for t in sel.input_idx]
-        s1 = [_read(rec.s1[t], "s1") for t in sel.input_idx]
-        masks = self.cache.masks([rec.s2[t] for t in sel.input_idx])
-        target = _read(rec.s2[sel.target_idx], "s2")
-        extra = [rec.s1[sel.target_idx]] if self.target_s1 else []
-        arrays = [*s2, *s1, *masks, target, *(_read(p, "s1") for p in extra)]
-        _check_sizes(arrays, [*(rec.s2[t] for t in sel.input_idx),
-                              *(rec.s1[t] for t in sel.input_idx),
-                              *(rec.s2[t] for t in sel.input_idx), rec.s2[sel.target_idx],
-                              *extra])
+        pos = [rec.pos(t) for t in sel.input_idx]
+        tpos = rec.pos(sel.target_idx)
+        s2 = [_read(rec.s2[p], "s2") for p in pos]
+        s1 = [_read_s1(rec, p, s2[0].shape[-2:]) for p in pos]
+        masks = self.cache.masks([rec.s2[p] for p in pos])
+        target = _read(rec.s2[tpos], "s2")
+        extra = [tpos] if self.target_s1 else []
+        arrays = [*s2, *s1, *masks, target, *(_read_s1(rec, p, None) for p in extra)]
+        s1_paths = [rec.s1[p] or rec.s2[p] for p in pos]
+        _check_sizes(arrays, [*(rec.s2[p] for p in pos), *s1_paths,
+                              *(rec.s2[p] for p in pos), rec.s2[tpos],
+                              *(rec.s1[p] for p in extra)])
         full_cov = [float(np.mean(m)) for m in masks]
         if cov_target is None or not np.isfinite(cov_target):
-            cov_target = float(self.cache.coverage(rec.s2[sel.target_idx]))
+            cov_target = float(self.cache.coverage(rec.s2[tpos]))
         window = self._crop_window(arrays[0].shape[-2:], rng)
         s2_t, s1_t, m_t = (torch.from_numpy(np.stack([a[..., window[0], window[1]]
                                                        for a in group]))
                            for group in (s2, s1, [m.astype(np.float32) for m in masks]))
         inputs = Inputs(s2=s2_t, s1=s1_t, masks=m_t, coverage=m_t.mean(dim=(-2, -1)),
-                        days=torch.tensor([rec.days[t] for t in sel.input_idx],
+                        days=torch.tensor([rec.days[p] for p in pos],
                                           dtype=torch.int64))
         target_t = torch.from_numpy(np.array(target[..., window[0], window[1]], copy=True))
         meta = SampleMeta(roi=rec.roi, patch=rec.patch, input_idx=list(sel.input_idx),
                           target_idx=sel.target_idx, coverage_inputs=full_cov,
                           coverage_target=float(cov_target), match=sel.match,
-                          target_path=str(rec.s2[sel.target_idx]))
+                          target_path=str(rec.s2[tpos]))
         target_s1 = (torch.from_numpy(np.array(arrays[-1][..., window[0], window[1]], copy=True))
                      if self.target_s1 else None)
         return Sample(inputs=inputs, target=target_t, meta=meta, target_s1=target_s1)
@@ -274,6 +277,23 @@ def _read(path: Path, mod: str) -> np.ndarray:
         warnings.warn(f"{path}: {read.nonfinite} NaN/inf pixel values replaced by 0",
                       NonFiniteWarning, stacklevel=3)
     return scale_s2(read.array) if mod == "s2" else scale_s1(read.array)
+
+
+def _read_s1(rec: PatchRecord, pos: int, size: Sequence[int] | None) -> np.ndarray:
+    """S1 of date position ``pos``; zeros of ``size`` where the patch has no S1 image there
+    (methods that need S1 are refused on such patches before a run, see
+    :attr:`crbench.data.index.PatchRecord.has_s1`).
+
+    Raises:
+        DataError: no S1 image and no ``size`` to stand in for it (the target's S1).
+    """
+    path = rec.s1[pos]
+    if path is not None:
+        return _read(path, "s1")
+    if size is None:
+        raise DataError(f"{rec.roi} patch {rec.patch}: no S1 image of date t={rec.ts[pos]}, "
+                        "which this use needs (the target's S1)")
+    return np.zeros((len(S1_BANDS), int(size[0]), int(size[1])), dtype=np.float32)
 
 
 def _check_sizes(arrays: Sequence[np.ndarray], paths: Sequence[Path]) -> None:

@@ -37,16 +37,40 @@ class PatchRecord:
     Attributes:
         roi: ROI key, e.g. ``"ROIs1868/119"``.
         patch: patch number from the file names.
-        s1: the 30 S1 GeoTIFFs, date index t = 0..29.
-        s2: the 30 S2 GeoTIFFs, date index t = 0..29.
+        s1: the S1 GeoTIFF of each date in ``ts`` (None where that date has no S1 image).
+        s2: the S2 GeoTIFF of each date in ``ts``.
         days: S2 acquisition day of each date, counted from the S1 launch (2014-04-03).
+        ts: the date indices t (as in the file names) the patch has S2 images of, in
+            temporal order; all of 0..29 for a complete patch (the default when empty).
     """
 
     roi: str
     patch: int
-    s1: list[Path] = field(default_factory=list)
+    s1: list[Path | None] = field(default_factory=list)
     s2: list[Path] = field(default_factory=list)
     days: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ts:
+            self.ts = list(range(len(self.s2)))
+
+    def pos(self, t: int) -> int:
+        """Position in ``s1``/``s2``/``days`` of date index ``t``.
+
+        Raises:
+            DataError: the patch has no image of date ``t``.
+        """
+        try:
+            return self.ts.index(int(t))
+        except ValueError:
+            raise DataError(f"{self.roi} patch {self.patch}: no S2 image of date t={t} (the "
+                            f"patch has t = {_format_list(self.ts)}); rebuild the index") from None
+
+    @property
+    def has_s1(self) -> bool:
+        """Whether every date of the patch has its S1 image."""
+        return all(p is not None for p in self.s1)
 
 
 def check_split_region(split: str, region: str) -> tuple[str, ...]:
@@ -113,7 +137,7 @@ def _list_dir(directory: Path, mod: str, roi: str, t: int) -> dict[int, tuple[Pa
 
 
 def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:
-    """Records of one ROI; every patch must have all 30 dates of both modalities."""
+    """Records of one ROI: each patch with the dates it has an S2 image of (S1 optional)."""
     per_date = {mod: [_list_dir(root / roi / mod / str(t), mod.lower(), roi, t)
                       for t in range(N_DATES)] for mod in MODALITIES}
     patches = sorted({p for mod in MODALITIES for files in per_date[mod] for p in files})
@@ -122,17 +146,13 @@ def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:
                         f"{EXPECTED_LAYOUT}; run `crbench data verify {root}` for a full report")
     records = []
     for patch in patches:
-        missing = [f"{mod}/{t}" for mod in MODALITIES for t in range(N_DATES)
-                   if patch not in per_date[mod][t]]
-        if missing:
-            shown = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
-            raise DataError(
-                f"{roi} patch {patch}: {len(missing)} of {2 * N_DATES} images missing ({shown}); "
-                f"run `crbench data verify {root}` for a full report")
-        s1 = [per_date["S1"][t][patch][0] for t in range(N_DATES)]
-        s2 = [per_date["S2"][t][patch][0] for t in range(N_DATES)]
-        days = [(per_date["S2"][t][patch][1].day - S1_LAUNCH).days for t in range(N_DATES)]
-        records.append(PatchRecord(roi, patch, s1, s2, days))
+        ts = [t for t in range(N_DATES) if patch in per_date["S2"][t]]
+        if not ts:  # S1 images only: nothing to reconstruct
+            continue
+        s1 = [per_date["S1"][t][patch][0] if patch in per_date["S1"][t] else None for t in ts]
+        s2 = [per_date["S2"][t][patch][0] for t in ts]
+        days = [(per_date["S2"][t][patch][1].day - S1_LAUNCH).days for t in ts]
+        records.append(PatchRecord(roi, patch, s1, s2, days, ts))
     return records
 
 
@@ -209,16 +229,24 @@ def patch_coverage(records: Sequence[PatchRecord], cache: MaskCache, workers: in
         DataError: an image could not be read (named in the message).
     """
     paths = [p for rec in records for p in rec.s2]
-    flat = cache.coverages(paths, workers=workers, progress=progress)
-    n = len(records[0].s2) if records else 0
-    return [[float(c) for c in flat[i * n:(i + 1) * n]] for i in range(len(records))]
+    flat = [float(c) for c in cache.coverages(paths, workers=workers, progress=progress)]
+    out, start = [], 0
+    for rec in records:
+        out.append(flat[start:start + len(rec.s2)])
+        start += len(rec.s2)
+    return out
 
 
 def build_index(root: Path, split: str, L: int, region: str = "all",
                 min_cov: float = 0.0, max_cov: float = 1.0,
                 protocol: Protocol | str = Protocol.TOOLBOX, cache: MaskCache | None = None,
-                progress: bool = False, workers: int = 1) -> pd.DataFrame:
+                progress: bool = False, workers: int = 1,
+                min_dates: int | None = None) -> pd.DataFrame:
     """Index one split with the "fixed" sampler (DESIGN.md).
+
+    A patch of a partial tree is indexed with the dates it has (t values kept as in the file
+    names) when it has at least ``max(L + 1, min_dates)`` of them; patches with fewer are
+    left out (:func:`usable_records`).
 
     Coverage comes from the mask cache; masks not cached yet are computed once (in
     ``workers`` processes, with a progress bar if ``progress``) and stored.
@@ -234,9 +262,10 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
         cache: mask cache; default ``MaskCache(root)``.
         progress: show a progress bar (stderr) while computing masks.
         workers: processes for computing missing masks.
+        min_dates: the fewest dates a patch must have to be indexed; default L + 1.
 
     Returns:
-        One row per patch with the columns :data:`INDEX_COLUMNS`.
+        One row per usable patch with the columns :data:`INDEX_COLUMNS`.
 
     Raises:
         UsageError: bad L, bounds, protocol, split or region.
@@ -246,15 +275,47 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
     L = check_seq_len(L)
     min_cov, max_cov = check_cov_bounds(min_cov, max_cov)
     protocol = Protocol.parse(protocol)
-    records = scan_tree(root, split, region)
+    records = usable_records(scan_tree(root, split, region), L, min_dates)
     if cache is None:
         from .masks import MaskCache
 
         cache = MaskCache(Path(root))
     coverages = patch_coverage(records, cache, workers=workers, progress=progress)
-    rows = [index_row(rec.roi, rec.patch, select_fixed(cov, L, min_cov, max_cov, protocol), cov)
-            for rec, cov in zip(records, coverages, strict=True)]
+    rows = []
+    for rec, cov in zip(records, coverages, strict=True):
+        sel = select_fixed(cov, L, min_cov, max_cov, protocol)
+        by_t = [math.nan] * N_DATES
+        for t, c in zip(rec.ts, cov, strict=True):
+            by_t[t] = c
+        sel_t = Selection([rec.ts[i] for i in sel.input_idx], rec.ts[sel.target_idx], sel.match)
+        rows.append(index_row(rec.roi, rec.patch, sel_t, by_t))
     return make_frame(rows)
+
+
+def check_min_dates(min_dates: int | None, L: int) -> int:
+    """The fewest dates a patch needs at L: ``max(L + 1, min_dates)``.
+
+    Raises:
+        UsageError: ``min_dates`` is not an integer in [2, 30].
+    """
+    if min_dates is None:
+        return L + 1
+    if isinstance(min_dates, bool) or not isinstance(min_dates, int) or \
+            not 2 <= min_dates <= N_DATES:
+        raise UsageError(f"--min-dates: bad value {min_dates!r}; expected an integer from 2 "
+                         f"to {N_DATES}")
+    return max(L + 1, min_dates)
+
+
+def usable_records(records: Sequence[PatchRecord], L: int, min_dates: int | None = None
+                   ) -> list[PatchRecord]:
+    """The records with at least ``max(L + 1, min_dates)`` dates (all of a complete tree).
+
+    Raises:
+        UsageError: bad ``min_dates``.
+    """
+    need = check_min_dates(min_dates, L)
+    return [rec for rec in records if len(rec.ts) >= need]
 
 
 def write_index(frame: pd.DataFrame, path: Path) -> Path:

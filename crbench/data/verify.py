@@ -73,7 +73,14 @@ class ProblemKind(enum.Enum):
 
 _WARNINGS = frozenset({ProblemKind.UNKNOWN_ROI, ProblemKind.UNEXPECTED_ENTRY,
                        ProblemKind.BAD_NAME, ProblemKind.NONFINITE, ProblemKind.BLANK,
-                       ProblemKind.CONSTANT, ProblemKind.ODD_VALUES})
+                       ProblemKind.CONSTANT, ProblemKind.ODD_VALUES, ProblemKind.MISSING_DATE,
+                       ProblemKind.MISSING_FILE, ProblemKind.MISSING_MODALITY,
+                       ProblemKind.PATCH_MISMATCH})
+"""Missing dates, files and modalities are warnings: a partial tree's patches are used with
+the dates they have (:attr:`VerifyReport.usable_at`)."""
+
+REPORTED_L = (3, 4, 5)
+"""The L values whose usable-patch counts the summary gives."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class VerifyReport:
         n_patches: Distinct (ROI, patch) pairs with at least one image.
         n_complete: Patches with all 30 dates of S1 and S2 present and readable.
         n_files: Images opened.
+        patch_dates: (ROI, patch) -> (dates with a readable S2 image, whether every one of
+            them has its S1 image) for each patch without an error-severity problem.
+        roi_dates: ROI -> {modality: number of date directories present}.
     """
 
     root: Path
@@ -111,11 +121,29 @@ class VerifyReport:
     n_patches: int = 0
     n_complete: int = 0
     n_files: int = 0
+    patch_dates: dict[tuple[str, int], tuple[int, bool]] = field(default_factory=dict)
+    roi_dates: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def usable_at(self, L: int, s1: bool = False) -> int:
+        """Patches the fixed sampler can use at ``L`` (at least L + 1 dates); with ``s1``
+        only those that have S1 at every date (for methods that need S1)."""
+        return sum(1 for n, has_s1 in self.patch_dates.values()
+                   if n >= L + 1 and (has_s1 or not s1))
 
     @property
     def usable(self) -> bool:
-        """True when at least one patch is complete."""
-        return self.n_complete > 0
+        """True when at least one patch is complete or usable with its dates at L = 1."""
+        return self.n_complete > 0 or self.usable_at(1) > 0
+
+    def _partial_lines(self) -> list[str]:
+        """Per-ROI date counts and usable patches at each L, for a partial tree."""
+        lines = [f"  {roi}: dates present: " + ", ".join(f"{m} {n} of {N_DATES}"
+                                                           for m, n in mods.items())
+                 for roi, mods in self.roi_dates.items()
+                 if any(n < N_DATES for n in mods.values())]
+        counts = ", ".join(f"L={L}: {self.usable_at(L)} ({self.usable_at(L, s1=True)} with S1)"
+                           for L in REPORTED_L)
+        return [*lines, f"  patches usable with the dates present: {counts}"]
 
     @property
     def errors(self) -> list[Problem]:
@@ -150,8 +178,16 @@ class VerifyReport:
         rest = Counter(p.kind.value for p in ordered[len(shown):])
         if rest:
             lines.append("  ... and " + ", ".join(f"{n} more {k}" for k, n in rest.items()))
-        if self.usable:
+        if self.n_complete < self.n_patches and self.patch_dates:
+            lines += self._partial_lines()
+        if self.n_complete > 0:
             lines.append(f"usable: yes ({self.n_complete} of {self.n_patches} patches complete)")
+        elif self.usable:
+            best = max(n for n, _ in self.patch_dates.values())
+            s1 = "" if self.usable_at(1, s1=True) else "; no patch has S1 at every date: " \
+                "S1-free methods only (e.g. least_cloudy, mosaicing)"
+            lines.append(f"usable: yes, partial tree (0 of {self.n_patches} patches complete; "
+                         f"up to {best} dates, so L <= {best - 1}{s1})")
         elif self.by_kind(ProblemKind.ROOT_MISSING) or self.by_kind(ProblemKind.ROOT_EMPTY):
             lines.append("usable: no - there is no data under the root (see above)")
         else:
@@ -175,6 +211,7 @@ class _Walker:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.problems: list[Problem] = []
+        self.bad: dict[str, set[int]] = {}  # ROI -> patches the index would refuse (-1: all)
 
     def rel(self, path: Path) -> str:
         try:
@@ -253,6 +290,7 @@ class _Walker:
             listing = list_date_dir(tdir, mod.lower(), roi, t)
         except DataError as exc:
             self.add(ProblemKind.UNREADABLE, tdir, str(exc).removeprefix(f"{tdir}: "))
+            self.bad.setdefault(roi, set()).add(-1)
             return {}
         rois, roi_id = roi.split("/")
         expected = f"expected {mod.lower()}_{rois}_{roi_id}_ImgNo_{t}_<YYYY-MM-DD>_patch_<n>.tif"
@@ -263,7 +301,10 @@ class _Walker:
             self.add(ProblemKind.BAD_NAME, path, f"{why}; {expected}; ignored")
         for path, why in listing.broken:
             self.add(ProblemKind.UNREADABLE, path, f"{why}; expected a GeoTIFF image")
-        for _, first, second in listing.duplicates:
+            key = parse_name(path.name)
+            self.bad.setdefault(roi, set()).add(key.patch if key else -1)
+        for patch, first, second in listing.duplicates:
+            self.bad.setdefault(roi, set()).add(patch)
             self.add(ProblemKind.DUPLICATE, second, f"same {mod} image (date t={t}) as "
                      f"{first.name} under another name; remove one (neither is used)")
         return {patch: path for patch, (path, _) in listing.files.items()}
@@ -385,8 +426,23 @@ def verify_tree(root: Path, progress: bool = False, workers: int = 4) -> VerifyR
         patches = {p for files in roi.files.values() for d in files.values() for p in d}
         report.n_patches += len(patches)
         report.n_complete += len(full[roi.key] - broken.get(roi.key, set()))
+        report.roi_dates[roi.key] = {m: len(roi.dates.get(m, ())) for m in MODALITIES}
+        bad = broken.get(roi.key, set()) | walker.bad.get(roi.key, set())
+        if -1 not in bad:  # a listing problem the index refuses: no patch of the ROI is used
+            report.patch_dates.update(_patch_dates(roi, patches - bad))
     report.problems = walker.problems
     return report
+
+
+def _patch_dates(roi: _Roi, patches: Iterable[int]) -> dict[tuple[str, int], tuple[int, bool]]:
+    """(ROI, patch) -> (dates with an S2 image, S1 present at each of them)."""
+    s2, s1 = roi.files.get("S2", {}), roi.files.get("S1", {})
+    out = {}
+    for patch in patches:
+        ts = [t for t, files in s2.items() if patch in files]
+        if ts:
+            out[(roi.key, patch)] = (len(ts), all(patch in s1.get(t, {}) for t in ts))
+    return out
 
 
 def _file_problems(walker: _Walker, checks: list[_FileCheck]) -> dict[str, set[int]]:
@@ -443,8 +499,10 @@ def sample_odd_values(records: Sequence[PatchRecord], n: int = SAMPLED_FILES
     odd = []
     for i in range(n):
         rec = records[(i * len(records)) // n]
-        t = (i * 7 + 3) % N_DATES
+        t = (i * 7 + 3) % len(rec.s2)
         for mod, path in (("S2", rec.s2[t]), ("S1", rec.s1[t])):
+            if path is None:  # a partial tree: no S1 image at this date
+                continue
             try:
                 why = odd_values(read_raster(path, _BANDS[mod]), mod)
             except (DataError, DatasetNotFoundError):

@@ -213,7 +213,7 @@ def _input_coverages(samples: pd.DataFrame, data_root: Path, split: str,
                      leave=False):
         rec = records.get((str(s["roi"]), int(s["patch"])))
         idx = [int(i) for i in str(s["input_idx"]).split(";")]
-        covs.append(None if rec is None else cache.coverages([rec.s2[i] for i in idx]))
+        covs.append(None if rec is None else cache.coverages([rec.s2[rec.pos(i)] for i in idx]))
     out = samples.assign(coverage_inputs=covs)
     return out[out["coverage_inputs"].notna()]
 
@@ -239,7 +239,7 @@ def _draw_examples(examples: dict[str, Example | None], data_root: Path, split: 
             continue
         rec = records[(ex.roi, ex.patch)]
         for j, (t, c) in enumerate(zip(ex.input_idx, ex.coverages, strict=True)):
-            axes[r][j].imshow(rgb(scale_s2(read_s2(rec.s2[t]).array)))
+            axes[r][j].imshow(rgb(scale_s2(read_s2(rec.s2[rec.pos(t)]).array)))
             axes[r][j].set_title(f"input t={t} ({100 * c:.0f} % cloud)", fontsize=6)
         for k, method in enumerate(methods):
             ax = axes[r][L + k]
@@ -251,7 +251,7 @@ def _draw_examples(examples: dict[str, Example | None], data_root: Path, split: 
             else:
                 ax.imshow(rgb(read_prediction(path)))
             ax.set_title(method, fontsize=7)
-        axes[r][ncol - 1].imshow(rgb(scale_s2(read_s2(rec.s2[ex.target_idx]).array)))
+        axes[r][ncol - 1].imshow(rgb(scale_s2(read_s2(rec.s2[rec.pos(ex.target_idx)]).array)))
         axes[r][ncol - 1].set_title(f"target t={ex.target_idx}", fontsize=6)
         axes[r][0].text(-0.08, 0.5, f"{cat}\n{ex.roi} p{ex.patch}", fontsize=7, rotation=90,
                         ha="right", va="center", transform=axes[r][0].transAxes)

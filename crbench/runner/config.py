@@ -78,6 +78,8 @@ class RunConfig:
         device: torch device; None -> CUDA if available, else CPU.
         save_predictions: write GeoTIFF predictions.
         seed: seed for stochastic methods (reseeded per batch from seed, method, L, sample).
+        min_dates: index only patches with at least this many dates (partial trees);
+            None -> L + 1.
         progress: show progress bars (stderr).
         sample_steps: ``--steps``: respaced sampling steps, passed to methods that accept
             ``sample_steps``; None -> each method's own setting (the checkpoint's).
@@ -105,6 +107,7 @@ class RunConfig:
     progress: bool = True
     sample_steps: int | None = None
     samples: int = 1
+    min_dates: int | None = None
 
     def __post_init__(self) -> None:
         from ..data.index import check_split_region
@@ -130,6 +133,10 @@ class RunConfig:
         _positive("--workers", self.workers, minimum=0)
         _positive("--steps", self.sample_steps, allow_none=True)
         _positive("--samples", self.samples)
+        if self.min_dates is not None:
+            from ..data.index import check_min_dates
+
+            check_min_dates(self.min_dates, 1)
         self.mask_convention = parse_enum(MaskConvention, self.mask_convention,
                                            "--mask-convention")
         self.protocol = Protocol.parse(self.protocol)
@@ -144,6 +151,8 @@ class RunConfig:
                  "protocol": self.protocol.value, "seed": self.seed,
                  "checkpoints": str(self.checkpoints) if self.checkpoints else None}
         ident.update(self.sampling())
+        if self.min_dates is not None:
+            ident["min_dates"] = self.min_dates
         return ident
 
     def sampling(self) -> dict[str, int]:
@@ -189,6 +198,8 @@ class MethodRun:
     samples: int = 1  # draws per input (1 for methods that do not accept --samples)
     spread: str | None = None  # spread sidecar (relative to the run dir) when samples > 1
     seconds: float = 0.0  # wall time of this session for this method x L
+    index_sha256: str | None = None  # of the index rows (which dates each sample used)
+    patch_dates: dict[str, str] | None = None  # "roi patch" -> its dates, partial patches only
 
 
 @dataclass

@@ -48,6 +48,7 @@ and their union is the full run; ``--limit N`` keeps the first N matching sample
 
 from __future__ import annotations
 
+import hashlib
 import datetime as _dt
 import platform
 import socket
@@ -59,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..constants import N_DATES
 from ..errors import UsageError
 from .config import MethodRun, RunConfig, RunStatus, RunSummary
 from .evaluate import count_evaluated, evaluate
@@ -350,6 +352,7 @@ def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
              trainable: dict[str, bool], data: tuple[Any, dict[int, pd.DataFrame]],
              hashes: dict[tuple[str, int], str]) -> None:
     cache, indexes = data
+    dates = partial_dates(cfg)
     for L in cfg.seq_lens:
         index = indexes[L]
         selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
@@ -358,7 +361,8 @@ def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
             mr = MethodRun(method=name, L=L, shard=f"{cfg.shard[0]}/{cfg.shard[1]}",
                            rows=str(rows_path(cfg.out, name, L, cfg.shard).relative_to(cfg.out)),
                            n_index=n_index, n_selected=len(selected), n_skipped=n_skipped,
-                           checkpoint_sha256=hashes.get((name, L)))
+                           checkpoint_sha256=hashes.get((name, L)),
+                           index_sha256=index_digest(index), patch_dates=dates or None)
             where = skipped_path(cfg.out, name, L, cfg.shard)
             write_skipped(where, name, L, skipped)
             mr.skipped_file = str(where.relative_to(cfg.out))
@@ -368,7 +372,27 @@ def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
 
 def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., Any]) -> Any:
     return build_index(cfg.data, cfg.split, seq_len, cfg.region, protocol=cfg.protocol,
-                       cache=cache, progress=cfg.progress, workers=max(cfg.workers, 1))
+                       cache=cache, progress=cfg.progress, workers=max(cfg.workers, 1),
+                       min_dates=cfg.min_dates)
+
+
+def index_digest(index: pd.DataFrame) -> str:
+    """sha256 of an index's rows as CSV: the dates every sample of a run used."""
+    return hashlib.sha256(index.to_csv(index=False).encode()).hexdigest()
+
+
+def partial_dates(cfg: RunConfig) -> dict[str, str]:
+    """"<roi> patch <n>" -> "t;t;..." for every patch of the split that lacks a date or an
+    S1 image (empty for a complete tree), so the manifest says what a partial run had."""
+    from ..data.index import scan_tree
+
+    out = {}
+    for rec in scan_tree(cfg.data, cfg.split, cfg.region):
+        if len(rec.ts) < N_DATES or not rec.has_s1:
+            no_s1 = [t for t, p in zip(rec.ts, rec.s1, strict=True) if p is None]
+            note = f" (no S1 at t = {';'.join(map(str, no_s1))})" if no_s1 else ""
+            out[f"{rec.roi} patch {rec.patch}"] = ";".join(map(str, rec.ts)) + note
+    return out
 
 
 def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
