@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_split_region(i, None)
     i.add_argument("--L", dest="L", type=int, required=True, metavar="N",
                    help="number of input dates per sample, 1..29")
+    i.add_argument("--min-dates", type=int, default=None, metavar="N",
+                   help="partial trees: index only patches with at least N dates (default "
+                        "L + 1, the fewest the fixed sampler can use)")
     i.add_argument("--min-cov", type=float, default=0.0, metavar="A",
                    help="lowest cloud coverage of an input date, in [0, 1] (default: 0.0)")
     i.add_argument("--max-cov", type=float, default=1.0, metavar="B",
@@ -164,10 +167,17 @@ def _run_masks(args: argparse.Namespace) -> int:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from ..data.index import build_index, check_root, check_split_region, write_index
+    from ..data.index import (
+        build_index,
+        check_min_dates,
+        check_root,
+        check_split_region,
+        write_index,
+    )
     from ..data.sampler import Protocol, check_cov_bounds, check_seq_len
 
     check_seq_len(args.L)
+    check_min_dates(args.min_dates, args.L)
     check_cov_bounds(args.min_cov, args.max_cov)
     _check_out_file(args.out)
     _check_pairs_file(args.import_pairs)
@@ -180,7 +190,8 @@ def _run_index(args: argparse.Namespace) -> int:
     else:
         frame = build_index(args.root, args.split, args.L, args.region, args.min_cov,
                             args.max_cov, protocol, cache=_cache(args),
-                            progress=not args.no_progress, workers=args.workers)
+                            progress=not args.no_progress, workers=args.workers,
+                            min_dates=args.min_dates)
     write_index(frame, args.out)
     n_match = int(frame["match"].sum())
     print(f"index of split {args.split!r} (region {args.region!r}, L={args.L}): "

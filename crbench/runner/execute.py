@@ -48,8 +48,8 @@ and their union is the full run; ``--limit N`` keeps the first N matching sample
 
 from __future__ import annotations
 
-import hashlib
 import datetime as _dt
+import hashlib
 import platform
 import socket
 import subprocess
