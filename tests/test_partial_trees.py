@@ -158,3 +158,27 @@ def test_real_eolearn_tree_runs_least_cloudy_and_mosaicing(tmp_path: Path) -> No
                            dtype={"input_idx": str})
         assert len(rows) == 1 and np.isfinite(rows["psnr"]).all()
         assert str(rows["target_idx"][0]) not in rows["input_idx"][0].split(";")
+
+
+def test_s1_methods_skip_samples_whose_inputs_lack_s1(synth_root: Path, tmp_path: Path) -> None:
+    """A patch missing S1 at one of its input dates is skipped (and named) for S1 methods only;
+    a tree where some patches keep S1 is not refused."""
+    from crbench.cli.run import check_s1
+    from crbench.runner.config import RunConfig
+    from crbench.runner.execute import _drop_without_s1, partial_dates
+
+    root = tmp_path / "root"
+    shutil.copytree(synth_root / ROI, root / ROI)
+    index = build_index(root, "test", 3, cache=MaskCache(root, tmp_path / "cache"))
+    row = index[index["patch"] == 1].iloc[0]
+    t = int(row["input_idx"].split(";")[1])
+    next((root / ROI / "S1" / str(t)).glob("*_patch_1.tif")).unlink()
+    cfg = RunConfig(data=root, methods=["least_cloudy"], seq_lens=[3], out=tmp_path / "R")
+    dates, no_s1 = partial_dates(cfg)
+    assert no_s1 == {(ROI, 1, t)}
+    assert dates == {f"{ROI} patch 1": ";".join(map(str, range(30))) + f" (no S1 at t = {t})"}
+    kept, lacking = _drop_without_s1(index, "seq2point", no_s1)
+    assert kept["patch"].tolist() == [0] and lacking == [f"{ROI} patch 1"]
+    same, none = _drop_without_s1(index, "least_cloudy", no_s1)
+    assert len(same) == len(index) and none == []
+    check_s1(scan_tree(root, "test"), ("seq2point",))  # patch 0 has S1: not refused

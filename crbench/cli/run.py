@@ -90,7 +90,9 @@ def check_data(data: Path, split: str, region: str, allow_odd_values: bool,
 
 
 def check_s1(records: list, methods: tuple[str, ...]) -> None:
-    """Refuse methods that need S1 on a split where some patch lacks S1 images.
+    """Refuse methods that need S1 on a split where no patch has S1 at every date (where
+    some do, the run skips for those methods the samples whose inputs lack S1, counted and
+    named in the manifest).
 
     Raises:
         UsageError: naming ``--methods``, the methods and how many patches lack S1.
@@ -101,10 +103,10 @@ def check_s1(records: list, methods: tuple[str, ...]) -> None:
 
     lacking = [rec for rec in records if not rec.has_s1]
     needy = [m for m in methods if Need.S1 in get_method_class(m).needs]
-    if lacking and needy:
+    if lacking and needy and len(lacking) == len(records):
         first = lacking[0]
-        raise UsageError(f"--methods: {', '.join(needy)} need S1, but {len(lacking)} of "
-                         f"{len(records)} patches have no S1 image for some date (e.g. "
+        raise UsageError(f"--methods: {', '.join(needy)} need S1, but all {len(lacking)} "
+                         f"patches lack S1 images for some date (e.g. "
                          f"{first.roi} patch {first.patch}); run only S1-free methods "
                          "(e.g. least_cloudy,mosaicing) on this tree")
 
@@ -121,6 +123,10 @@ def _summary_table(run_dir: Path, methods: list[str], seq_lens: list[int]) -> st
     agg.insert(0, "n", rows.groupby(["method", "L"], sort=False).size())
     order = [(m, L) for L in seq_lens for m in methods if (m, L) in agg.index]
     return agg.loc[order].to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def _no_s1_note(n: int) -> str:
+    return f", {n} without S1 skipped (named in the manifest)" if n else ""
 
 
 def _samples_note(asked: int, used: int) -> str:
@@ -148,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))
     for mr in summary.runs:
         print(f"{mr.method} L={mr.L} shard {mr.shard}: {mr.n_evaluated}/{mr.n_selected} "
-              f"samples ({mr.n_new} new), {mr.n_skipped} non-matching skipped -> "
+              f"samples ({mr.n_new} new), {mr.n_skipped} non-matching skipped"
+              f"{_no_s1_note(mr.n_skipped_no_s1)} -> "
               f"{cfg.out / mr.rows}{_samples_note(cfg.samples, mr.samples)}")
     print()
     print(_summary_table(cfg.out, list(cfg.methods), list(cfg.seq_lens)))

@@ -200,6 +200,8 @@ class MethodRun:
     seconds: float = 0.0  # wall time of this session for this method x L
     index_sha256: str | None = None  # of the index rows (which dates each sample used)
     patch_dates: dict[str, str] | None = None  # "roi patch" -> its dates, partial patches only
+    n_skipped_no_s1: int = 0  # samples left out because an input date lacks S1 (S1 methods)
+    skipped_no_s1: list[str] | None = None  # "roi patch n" of those samples
 
 
 @dataclass

@@ -352,22 +352,41 @@ def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
              trainable: dict[str, bool], data: tuple[Any, dict[int, pd.DataFrame]],
              hashes: dict[tuple[str, int], str]) -> None:
     cache, indexes = data
-    dates = partial_dates(cfg)
+    dates, no_s1 = partial_dates(cfg)
     for L in cfg.seq_lens:
         index = indexes[L]
         selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
         skipped = skipped_samples(index, cfg.shard, cfg.limit)
         for name in cfg.methods:
+            todo, lacking = _drop_without_s1(selected, name, no_s1)
             mr = MethodRun(method=name, L=L, shard=f"{cfg.shard[0]}/{cfg.shard[1]}",
                            rows=str(rows_path(cfg.out, name, L, cfg.shard).relative_to(cfg.out)),
-                           n_index=n_index, n_selected=len(selected), n_skipped=n_skipped,
+                           n_index=n_index, n_selected=len(todo), n_skipped=n_skipped,
                            checkpoint_sha256=hashes.get((name, L)),
-                           index_sha256=index_digest(index), patch_dates=dates or None)
+                           index_sha256=index_digest(index), patch_dates=dates or None,
+                           n_skipped_no_s1=len(lacking), skipped_no_s1=lacking or None)
             where = skipped_path(cfg.out, name, L, cfg.shard)
             write_skipped(where, name, L, skipped)
             mr.skipped_file = str(where.relative_to(cfg.out))
             summary.runs.append(mr)
-            _run_one(cfg, mr, selected, cache, device, trainable[name])
+            _run_one(cfg, mr, todo, cache, device, trainable[name])
+
+
+def _drop_without_s1(selected: pd.DataFrame, name: str, no_s1: set[tuple[str, int, int]]
+                     ) -> tuple[pd.DataFrame, list[str]]:
+    """For a method that needs S1: the selected samples whose input dates all have S1, and
+    "<roi> patch <n>" of those left out; unchanged for other methods or a tree with S1."""
+    from ..api import Need
+    from ..registry import get_method_class
+
+    if not no_s1 or Need.S1 not in get_method_class(name).needs:
+        return selected, []
+    keep = [not any((str(r), int(p), int(t)) in no_s1 for t in str(i).split(";"))
+            for r, p, i in zip(selected["roi"], selected["patch"], selected["input_idx"],
+                               strict=True)]
+    lacking = [f"{r} patch {p}" for r, p, k in zip(selected["roi"], selected["patch"], keep,
+                                                   strict=True) if not k]
+    return selected[keep].reset_index(drop=True), lacking
 
 
 def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., Any]) -> Any:
@@ -381,18 +400,20 @@ def index_digest(index: pd.DataFrame) -> str:
     return hashlib.sha256(index.to_csv(index=False).encode()).hexdigest()
 
 
-def partial_dates(cfg: RunConfig) -> dict[str, str]:
+def partial_dates(cfg: RunConfig) -> tuple[dict[str, str], set[tuple[str, int, int]]]:
     """"<roi> patch <n>" -> "t;t;..." for every patch of the split that lacks a date or an
-    S1 image (empty for a complete tree), so the manifest says what a partial run had."""
+    S1 image (empty for a complete tree), so the manifest says what a partial run had; and
+    the (roi, patch, t) of every date without its S1 image."""
     from ..data.index import scan_tree
 
-    out = {}
+    out, lacking = {}, set()
     for rec in scan_tree(cfg.data, cfg.split, cfg.region):
         if len(rec.ts) < N_DATES or not rec.has_s1:
             no_s1 = [t for t, p in zip(rec.ts, rec.s1, strict=True) if p is None]
+            lacking |= {(rec.roi, rec.patch, t) for t in no_s1}
             note = f" (no S1 at t = {';'.join(map(str, no_s1))})" if no_s1 else ""
             out[f"{rec.roi} patch {rec.patch}"] = ";".join(map(str, rec.ts)) + note
-    return out
+    return out, lacking
 
 
 def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
