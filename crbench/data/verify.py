@@ -7,8 +7,11 @@ for value ranges implausible for L1C digital numbers or S1 dB (warnings, with th
 Date directories are listed by :func:`crbench.data.layout.list_date_dir`, the rule the index
 uses too: two names of one image (``_patch_0`` and ``_patch_00``) are an error naming both,
 and neither is used. A patch is *complete* when all 30 dates of S1 and S2 are present and
-readable with the right band count and size; the tree is *usable* when it has at least one
-complete patch.
+readable with the right band count and size. Missing dates, files and modalities are
+warnings: a patch of a partial tree is used with the dates it has S2 images of (at least
+L + 1 for the fixed sampler, S1 only for the methods that need it); the tree is *usable* when
+some patch is complete or has at least two such dates, and the summary counts the patches
+usable at L = 3, 4, 5.
 """
 
 from __future__ import annotations
