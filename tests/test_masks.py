@@ -246,3 +246,20 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     other = tmp_path / "other"
     assert default_cache_dir(other).parent == tmp_path / "env"
     assert default_cache_dir(other) != default_cache_dir(tmp_path)  # one dir per data root
+
+
+def test_read_only_data_root_is_never_written(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # shared data marked read-only stays untouched even where the process could write (root)
+    monkeypatch.delenv("CRBENCH_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path / "data"
+    root.mkdir()
+    root.chmod(0o555)
+    try:
+        where = default_cache_dir(root)
+        assert where.parent == tmp_path / "home" / ".cache" / "crbench"
+        assert list(root.iterdir()) == []
+    finally:
+        root.chmod(0o755)
+    assert default_cache_dir(root) == root / ".crbench" / "masks"  # writable again

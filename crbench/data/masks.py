@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
 import time
 import uuid
@@ -275,17 +276,29 @@ def _root_hash(root: Path) -> str:
     return hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
 
+def _marked_read_only(root: Path) -> bool:
+    """Whether ``root`` has no write permission bit at all: shared data marked read-only,
+    which crbench leaves untouched even where it could write (e.g. as root)."""
+    try:
+        return not root.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    except OSError:
+        return False
+
+
 def default_cache_dir(data_root: Path) -> Path:
     """Where the mask cache of ``data_root`` lives.
 
     ``$CRBENCH_CACHE_DIR/<hash of root>`` if that variable is set; else ``ROOT/.crbench/masks``
-    if it exists or can be created; else ``~/.cache/crbench/<hash of root>`` (read-only root).
+    if it exists or can be created and ROOT is not marked read-only (no write bit, honoured even
+    as root); else ``~/.cache/crbench/<hash of root>``.
     """
     root = Path(data_root)
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser() / _root_hash(root)
     local = root / ".crbench" / "masks"
+    if not local.is_dir() and _marked_read_only(root):
+        return Path.home() / ".cache" / "crbench" / _root_hash(root)
     try:
         local.mkdir(parents=True, exist_ok=True)
         if os.access(local, os.W_OK):
