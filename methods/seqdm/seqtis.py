@@ -157,6 +157,14 @@ def _seq_noise(seq: torch.Tensor, fusion: Fusion, shared: bool,
     return randn(tuple(seq.shape), seq, generator)
 
 
+def aux_state(diff: GaussianDiffusion, a0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+              aux: AuxCondition = AuxCondition.DIFFUSED) -> torch.Tensor:
+    """The S1 condition of one S1 image A_0: diffused to index t with ``noise`` (MmDM), or
+    A_0 itself under ``AuxCondition.CLEAN`` (``noise`` is drawn either way, so the random
+    stream does not depend on the option)."""
+    return a0 if aux is AuxCondition.CLEAN else diff.q_sample(a0, t, noise)
+
+
 def fuse_aux(diff: GaussianDiffusion, a_seq: torch.Tensor, t: torch.Tensor, fusion: Fusion,
              generator: torch.Generator | None = None,
              aux: AuxCondition = AuxCondition.DIFFUSED) -> torch.Tensor:
@@ -199,9 +207,7 @@ def loss_clear(diff: GaussianDiffusion, net: Net, x0: torch.Tensor, a0: torch.Te
                t: torch.Tensor, generator: torch.Generator | None = None,
                aux: AuxCondition = AuxCondition.DIFFUSED) -> Losses:
     """Eq. 27: hybrid loss on a cloud-free image X_0 and its S1 image A_0."""
-    a_t = diff.q_sample(a0, t, randn(tuple(a0.shape), a0, generator))
-    if aux is AuxCondition.CLEAN:
-        a_t = a0
+    a_t = aux_state(diff, a0, t, randn(tuple(a0.shape), a0, generator), aux)
     noise = randn(tuple(x0.shape), x0, generator)
     return diff.training_losses(lambda x, tm: net(x, a_t, tm), x0, t, noise)
 

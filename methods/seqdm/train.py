@@ -57,6 +57,7 @@ from .seqtis import (
     GlobalDraws,
     LossRegion,
     UnknownState,
+    aux_state,
     loss_clear,
     loss_sequence,
 )
@@ -284,10 +285,9 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
         lo, hi = k * total // n_buckets, (k + 1) * total // n_buckets
         t = torch.full((b.x0.shape[0],), (lo + hi) // 2, device=method.device, dtype=torch.long)
         noise = torch.randn(b.x0.shape, generator=gen, device=method.device)
-        a_t = diff.q_sample(b.a0, t, torch.randn(b.a0.shape, generator=gen,
-                                                  device=method.device))
-        if method.config["aux_condition"] == AuxCondition.CLEAN.value:
-            a_t = b.a0
+        a_t = aux_state(diff, b.a0, t, torch.randn(b.a0.shape, generator=gen,
+                                                   device=method.device),
+                        AuxCondition(method.config["aux_condition"]))
         eps = method._net_fn(diff.q_sample(b.x0, t, noise), a_t, diff.model_timesteps(t))
         out[f"val_eps_q{k + 1}"] = float(((eps[:, :noise.shape[1]] - noise) ** 2).mean())
     return out
