@@ -61,8 +61,7 @@ def cloudy_error(method: Method, root: Path) -> float:
 def train(name: str, root: Path, out: Path, steps: int, **overrides: object) -> Method:
     """Fit ``name`` (tiny preset) and load the checkpoint back through the registry."""
     model = get_method_class(name)(seq_len=L, preset="tiny", **overrides)
-    fit = {"batch_size": 4, "crop": 32}
-    model.fit(root, out, steps=steps, seed=0, progress=False, **fit)
+    model.fit(root, out, steps=steps, seed=0, progress=False, batch_size=4, crop=32)
     return create_method(name, checkpoint=out, seq_len=L)
 
 
