@@ -7,7 +7,6 @@ paper's Tables 1-3.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from gpu_check_lib import Plan, free_memory, peak_gib, reset_peak, sample_inputs, timed
 
 from crbench.api import Batch, SampleMeta
+from crbench.runner.store import read_rows
 from crbench.training import StepContext
 
 # the paper's full test split (about 3,800 patches) at L = 3, 4, 5: Tables 1-3
@@ -161,14 +161,8 @@ def _run(root: Path, ckpt: Path, out: Path, device: str, steps: int) -> int:
 
 
 def _rows(out: Path) -> dict[tuple[str, str, str], dict[str, float]]:
-    rows = {}
-    for path in sorted((out / "rows").glob("*.csv")):
-        if path.name.endswith(".spread.csv"):
-            continue
-        with path.open(newline="") as fh:
-            for r in csv.DictReader(fh):
-                rows[(r["method"], r["roi"], r["patch"])] = {k: float(r[k]) for k in METRICS}
-    return rows
+    return {(r.method, r.roi, str(r.patch)): {m: float(getattr(r, m)) for m in METRICS}
+            for r in read_rows(out).itertuples()}
 
 
 def _compare(a: dict[tuple[str, str, str], dict[str, float]],
