@@ -144,7 +144,9 @@ def list_date_dir(directory: Path, mod: str, roi: str, t: int) -> DateListing:
         if key is None or key.mod != mod or key.roi != roi or key.t != t:
             listing.ignored.append(path)
             continue
-        why = not_a_file(path)
+        # is_file() reads the type scandir already has: no stat for a regular file (a tree
+        # holds hundreds of thousands); only the rest is looked at closely
+        why = None if entry.is_file() else not_a_file(path)
         if why is not None:
             listing.broken.append((path, why))
         elif key.patch in listing.files:
