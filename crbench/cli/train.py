@@ -133,11 +133,10 @@ def check_args(args: argparse.Namespace) -> None:
         UsageError: naming the flag, the value and what is expected.
     """
     from ..errors import UsageError
+    from ..training.options import check_fit_args
 
-    for flag, value, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
-                             ("--crop", args.crop, 2), ("--workers", args.workers, 0)):
-        if value is not None and value < low:
-            raise UsageError(f"{flag}: bad value {value}; expected an integer >= {low}")
+    # its messages name the parameters; cli.main turns them into the flags (--batch-size ...)
+    check_fit_args(args.steps, args.batch_size, args.crop, args.workers)
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out: {args.out} is a file; expected a checkpoint directory "
                          "(created if missing)")
