@@ -357,13 +357,14 @@ def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
         index = indexes[L]
         selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
         skipped = skipped_samples(index, cfg.shard, cfg.limit)
+        digest = index_digest(index)  # the same for every method at this L
         for name in cfg.methods:
             todo, lacking = _drop_without_s1(selected, name, no_s1)
             mr = MethodRun(method=name, L=L, shard=f"{cfg.shard[0]}/{cfg.shard[1]}",
                            rows=str(rows_path(cfg.out, name, L, cfg.shard).relative_to(cfg.out)),
                            n_index=n_index, n_selected=len(todo), n_skipped=n_skipped,
                            checkpoint_sha256=hashes.get((name, L)),
-                           index_sha256=index_digest(index), patch_dates=dates or None,
+                           index_sha256=digest, patch_dates=dates or None,
                            n_skipped_no_s1=len(lacking), skipped_no_s1=lacking or None)
             where = skipped_path(cfg.out, name, L, cfg.shard)
             write_skipped(where, name, L, skipped)
