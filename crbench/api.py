@@ -122,6 +122,9 @@ class Method(ABC):
             (``create_method(..., sample_steps=N, samples=K)``): ``"sample_steps"``
             (``--steps``) and ``"samples"`` (``--samples``, then :meth:`predict_samples`
             draws K outputs per input). Empty for deterministic methods.
+        gives_variance: True if :meth:`predict_with_variance` returns a per-pixel variance
+            of the prediction (a variance head, e.g. UnCRtainTS). Stochastic methods need not
+            set it: with ``--samples K`` the runner takes the variance of the K draws.
     """
 
     name: ClassVar[str] = ""
@@ -129,6 +132,7 @@ class Method(ABC):
     trains: ClassVar[bool] = False
     bands: ClassVar[tuple[str, ...]] = S2_BANDS
     runtime_options: ClassVar[frozenset[str]] = frozenset()
+    gives_variance: ClassVar[bool] = False
 
     @abstractmethod
     def predict(self, inputs: Inputs) -> torch.Tensor:
@@ -141,6 +145,13 @@ class Method(ABC):
         the default is :meth:`predict` stacked once (one draw, whatever ``k``).
         """
         return self.predict(inputs).unsqueeze(0)
+
+    def predict_with_variance(self, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prediction and its per-pixel variance, both (B, 13, H, W) (variance in [0, 1]
+        reflectance units squared, >= 0), or None for the variance of a method without one
+        (the default: :meth:`predict` and None). Methods with :attr:`gives_variance` override
+        it; the runner scores the variance with :mod:`crbench.metrics.uncertainty`."""
+        return self.predict(inputs), None
 
     def to(self, device: torch.device | str) -> Method:
         """Move weights to ``device`` (no-op for methods without weights)."""

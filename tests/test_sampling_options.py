@@ -18,6 +18,7 @@ from crbench.data.index import build_index
 from crbench.data.masks import MaskCache
 from crbench.errors import UsageError
 from crbench.metrics import METRIC_NAMES, MaskConvention, compute_metrics
+from crbench.metrics.uncertainty import UNCERTAINTY_NAMES, uncertainty_metrics
 from crbench.report import build_report
 from crbench.runner import (
     ROW_COLUMNS,
@@ -29,7 +30,7 @@ from crbench.runner import (
     run,
     select_samples,
 )
-from crbench.runner.store import SPREAD_COLUMNS
+from crbench.runner.store import SPREAD_COLUMNS, parse_bins, read_uncertainty
 from crbench_methods.seqdm import SeqDM
 
 L, K, STEPS, LIMIT = 2, 3, 2, 2
@@ -109,12 +110,35 @@ def test_rows_hold_the_mean_over_draws_and_the_sidecar_their_spread(
     assert (spread["nrmse_all_std"] > 0).all()  # the draws really differ
 
 
+def test_uncertainty_sidecar_scores_the_mean_image_against_the_draws_variance(
+        sampled: tuple[Path, str], synth_root: Path, checkpoints: Path) -> None:
+    out, _ = sampled
+    batch = _batch(synth_root)
+    draws = SeqDM.load(checkpoints / "seqdm").sample(batch.inputs, steps=STEPS, samples=K,
+                                                      seed=0)
+    want, bins = uncertainty_metrics(draws.mean(0), batch.target, draws.var(0, unbiased=False))
+    got = read_uncertainty(out).set_index(["roi", "patch"])
+    assert len(got) == LIMIT and set(got["source"]) == {"draws"}
+    for i, meta in enumerate(batch.meta):
+        row = got.loc[(meta.roi, meta.patch)]
+        for name in UNCERTAINTY_NAMES:
+            np.testing.assert_allclose(row[name], want[name][i], rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(parse_bins(row["bins"]), bins[i].numpy(), rtol=1e-6)
+    assert (got["mean_std"] > 0).all()
+    manifest = read_manifest(out)
+    runs = manifest["runs"]
+    assert runs[f"seqdm__L{L}__shard1of1"]["uncertainty"] == \
+        f"rows/seqdm__L{L}__shard1of1.uncertainty.csv"
+    assert runs[f"least_cloudy__L{L}__shard1of1"]["uncertainty"] is None
+
+
 def test_spread_file_manifest_and_resume(sampled: tuple[Path, str], synth_root: Path,
                                          checkpoints: Path) -> None:
     out, stdout = sampled
     names = sorted(p.name for p in (out / "rows").iterdir())
     assert names == [f"least_cloudy__L{L}__shard1of1.csv", f"seqdm__L{L}__shard1of1.csv",
-                     f"seqdm__L{L}__shard1of1.spread.csv"]
+                     f"seqdm__L{L}__shard1of1.spread.csv",
+                     f"seqdm__L{L}__shard1of1.uncertainty.csv"]
     with open(out / "rows" / names[2], newline="") as fh:
         lines = list(csv.reader(fh))
     assert tuple(lines[0]) == SPREAD_COLUMNS and len(lines) == 1 + LIMIT

@@ -197,6 +197,7 @@ class MethodRun:
     status: str = RunStatus.RUNNING.value
     samples: int = 1  # draws per input (1 for methods that do not accept --samples)
     spread: str | None = None  # spread sidecar (relative to the run dir) when samples > 1
+    uncertainty: str | None = None  # uncertainty sidecar (relative) when a variance exists
     seconds: float = 0.0  # wall time of this session for this method x L
     index_sha256: str | None = None  # of the index rows (which dates each sample used)
     patch_dates: dict[str, str] | None = None  # "roi patch" -> its dates, partial patches only

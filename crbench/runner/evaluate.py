@@ -9,6 +9,11 @@ each is scored, the row holds the mean of each metric over the draws (the saved 
 the mean image) and the spread sidecar the std over the draws (ddof 0). The spread line is
 written before the row, so a sample killed in between is recomputed on resume and its spread
 line repeated; :func:`crbench.runner.store.read_spread` keeps the last one.
+
+When a variance exists (the K draws' per-pixel variance, or ``method.predict_with_variance``
+for a method with ``gives_variance``) the uncertainty sidecar gets, per sample, the metrics of
+:mod:`crbench.metrics.uncertainty` of the scored prediction (the mean image of the draws)
+against that variance, written like the spread line.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from ..constants import S2_BANDS, S2_MAX
 from ..errors import PluginError
 from .store import (
     SPREAD_COLUMNS,
+    UNCERTAINTY_COLUMNS,
     RowsWriter,
     done_keys,
+    format_bins,
     prediction_path,
     rows_path,
     spread_path,
+    uncertainty_path,
 )
 
 if TYPE_CHECKING:
@@ -117,20 +125,23 @@ def evaluate(cfg: RunConfig, mr: MethodRun, method: Method, selected: pd.DataFra
     loader = _loader(cfg, mr.L, todo, cache, device)
     bar = tqdm(total=len(selected), initial=mr.n_evaluated, desc=f"{mr.method} L={mr.L}",
                unit="sample", disable=not cfg.progress, dynamic_ncols=True, leave=True)
-    spread_file = spread_path(cfg.out, mr.method, mr.L, cfg.shard)
+    sidecars = {"spread": (spread_path(cfg.out, mr.method, mr.L, cfg.shard), SPREAD_COLUMNS,
+                           mr.samples > 1),
+                "uncertainty": (uncertainty_path(cfg.out, mr.method, mr.L, cfg.shard),
+                                UNCERTAINTY_COLUMNS, mr.uncertainty is not None)}
     try:
         with RowsWriter(rows_path(cfg.out, mr.method, mr.L, cfg.shard)) as writer, \
                 contextlib.ExitStack() as stack:
-            spread = (stack.enter_context(RowsWriter(spread_file, SPREAD_COLUMNS))
-                      if mr.samples > 1 else None)
+            side = {kind: stack.enter_context(RowsWriter(path, columns))
+                    for kind, (path, columns, wanted) in sidecars.items() if wanted}
             for batch in loader:
-                rows, spread_rows = _evaluate_batch(cfg, mr, method, batch, device, done)
-                if spread is not None:
-                    spread.append(spread_rows)
-                writer.append(rows)
-                mr.n_evaluated += len(rows)
-                mr.n_new += len(rows)
-                bar.update(len(rows))
+                out = _evaluate_batch(cfg, mr, method, batch, device, done)
+                for kind, side_writer in side.items():  # sidecar lines before their rows
+                    side_writer.append(out[kind])
+                writer.append(out["rows"])
+                mr.n_evaluated += len(out["rows"])
+                mr.n_new += len(out["rows"])
+                bar.update(len(out["rows"]))
     finally:
         bar.close()
 
@@ -152,15 +163,19 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
 
 
 def _predict(mr: MethodRun, method: Method, inputs: Any, target: torch.Tensor,
-             device: torch.device) -> tuple[torch.Tensor, float]:
-    """(K, B, 13, H, W) float32 draws on ``device`` (K = 1 without --samples) and the
-    prediction wall time per sample."""
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """(K, B, 13, H, W) float32 draws on ``device`` (K = 1 without --samples), the per-pixel
+    variance (of the K draws, or the method's own; None without either) and the prediction
+    wall time per sample."""
     import torch
 
     start = time.perf_counter()
+    var = None
     with torch.no_grad():
         if mr.samples > 1:
             draws = method.predict_samples(inputs, mr.samples)
+        elif mr.uncertainty is not None:
+            draws, var = method.predict_with_variance(inputs)
         else:
             draws = method.predict(inputs)
     if device.type == "cuda":
@@ -168,7 +183,27 @@ def _predict(mr: MethodRun, method: Method, inputs: Any, target: torch.Tensor,
     seconds = (time.perf_counter() - start) / target.shape[0]
     _check_prediction(draws, target, mr.method, mr.samples if mr.samples > 1 else 0)
     draws = draws if mr.samples > 1 else draws.unsqueeze(0)
-    return draws.to(device=device, dtype=torch.float32), seconds
+    draws = draws.to(device=device, dtype=torch.float32)
+    if mr.samples > 1:
+        var = draws.var(0, unbiased=False)
+    elif var is not None:
+        _check_prediction(var, target, f"{mr.method} (variance)")
+        var = var.to(device=device, dtype=torch.float32)
+    return draws, var, seconds
+
+
+def _uncertainty_rows(mr: MethodRun, pred: torch.Tensor, target: torch.Tensor,
+                      var: torch.Tensor | None, keys: list[dict[str, Any]]
+                      ) -> list[dict[str, Any]]:
+    """Uncertainty sidecar lines of a batch (none without a variance)."""
+    if var is None:
+        return []
+    from ..metrics.uncertainty import uncertainty_metrics
+
+    values, bins = uncertainty_metrics(pred, target, var)
+    source = "draws" if mr.samples > 1 else "head"
+    return [{**key, "source": source, **{k: float(v[i]) for k, v in values.items()},
+             "bins": format_bins(bins[i].tolist())} for i, key in keys]
 
 
 def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: torch.Tensor
@@ -189,16 +224,16 @@ def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: to
 
 def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
                     device: torch.device, done: set[tuple[str, int]]
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Predict, score and (optionally) save one batch; the rows and spread rows of samples not
-    done yet (spread rows only with ``mr.samples > 1``)."""
+                    ) -> dict[str, list[dict[str, Any]]]:
+    """Predict, score and (optionally) save one batch; the ``rows``, ``spread`` and
+    ``uncertainty`` lines of samples not done yet (the sidecars' only when they apply)."""
     import torch
 
     inputs = batch.inputs.to(device, non_blocking=True)
     first = batch.meta[0]
     torch.manual_seed(batch_seed(cfg.seed, mr.method, mr.L, first.roi, first.patch))
     target = batch.target.to(device, non_blocking=True)
-    draws, per_sample = _predict(mr, method, inputs, target, device)
+    draws, var, per_sample = _predict(mr, method, inputs, target, device)
     values, stds = _scores(cfg, draws, target, inputs.masks)
     pred = draws.mean(0)
     if cfg.save_predictions:
@@ -206,12 +241,13 @@ def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
         for i, meta in enumerate(batch.meta):
             save_prediction(prediction_path(cfg.out, mr.method, mr.L, meta.roi, meta.patch),
                             pred_np[i], meta.target_path)
-    rows, spread = [], []
+    rows, spread, keys = [], [], []
     for i, meta in enumerate(batch.meta):
         if (meta.roi, int(meta.patch)) in done:
             continue  # row kept from before; only its prediction file was missing
         cov = meta.coverage_inputs
         key = {"method": mr.method, "L": mr.L, "roi": meta.roi, "patch": int(meta.patch)}
+        keys.append((i, key))
         rows.append({**key, "split": cfg.split,
                      "input_idx": ";".join(str(int(t)) for t in meta.input_idx),
                      "target_idx": int(meta.target_idx),
@@ -221,4 +257,5 @@ def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
         if mr.samples > 1:
             spread.append({**key, "samples": mr.samples,
                            **{f"{k}_std": float(v[i]) for k, v in stds.items()}})
-    return rows, spread
+    return {"rows": rows, "spread": spread,
+            "uncertainty": _uncertainty_rows(mr, pred, target, var, keys)}

@@ -21,6 +21,8 @@ settings that change results, so rerunning the same command resumes the same run
         split, roi, patch, input_idx ("0;1;2"), target_idx, coverage (mean input coverage),
         nrmse_all, nrmse_cloudy, nrmse_clear, psnr, ssim, sam, seconds (method.predict wall
         time of the batch / batch size). Floats at full precision, NaN as "nan".
+    RUN/rows/<same stem>.uncertainty.csv     when a variance exists (--samples K > 1, or a
+        method with ``gives_variance``): crbench.metrics.uncertainty's metrics per sample
     RUN/rows/<same stem>.spread.csv                                 (--samples K > 1)
         for methods that accept ``samples`` (Method.runtime_options): the row's metrics are
         the means over K draws (Method.predict_samples) and this sidecar holds, per sample,
@@ -73,6 +75,7 @@ from .store import (
     run_lock,
     skipped_path,
     spread_path,
+    uncertainty_path,
     update_manifest,
     write_skipped,
 )
@@ -426,13 +429,17 @@ def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
 
 
 def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.device) -> Any:
-    """The method with its runtime options; sets ``mr.samples`` / ``mr.spread``."""
+    """The method with its runtime options; sets ``mr.samples`` / ``mr.spread`` /
+    ``mr.uncertainty``."""
     from ..registry import create_method, get_method_class
 
     options = runtime_options(cfg, get_method_class(mr.method).runtime_options)
     mr.samples = options.get("samples", 1)
     if mr.samples > 1:
         mr.spread = str(spread_path(cfg.out, mr.method, mr.L, cfg.shard).relative_to(cfg.out))
+    if mr.samples > 1 or get_method_class(mr.method).gives_variance:
+        mr.uncertainty = str(uncertainty_path(cfg.out, mr.method, mr.L, cfg.shard)
+                             .relative_to(cfg.out))
     try:
         return create_method(mr.method, checkpoint=ckpt, seq_len=mr.L, **options).to(device)
     except UsageError as exc:

@@ -6,6 +6,9 @@ Layout of a run directory (see :mod:`crbench.runner.execute` for the whole pictu
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv      one row per sample, DESIGN.md columns
     RUN/rows/<same stem>.spread.csv                 with --samples K > 1: per-sample std of
                                                     each metric over the K draws
+    RUN/rows/<same stem>.uncertainty.csv            when a variance exists (K > 1 draws or a
+                                                    method's variance head): per-sample UCE,
+                                                    AUCE, Spearman, most-certain NRMSE, bins
     RUN/predictions/<method>/L<L>/<ROIsXXXX>_<id>_patch<n>.tif   with --save-predictions
     RUN/skipped/<same stem>.csv                     method, L, roi, patch of the non-matching
                                                     samples the shard skipped (counted once
@@ -52,6 +55,17 @@ SPREAD_COLUMNS: tuple[str, ...] = (
 """Columns of a spread sidecar file: the standard deviation (ddof 0) of each metric over the
 ``samples`` draws of one input (``crbench run --samples K``)."""
 SPREAD_SUFFIX = ".spread.csv"
+UNCERTAINTY_COLUMNS: tuple[str, ...] = (
+    "method", "L", "roi", "patch", "source", "mean_std", "nrmse_mean", "uce", "auce",
+    "spearman", "nrmse_certain90", "nrmse_certain50", "bins")
+"""Columns of an uncertainty sidecar (:mod:`crbench.metrics.uncertainty` defines the values):
+``source`` is ``draws`` (the spread of K samples) or ``head`` (the method's own variance);
+``bins`` holds the calibration bins as ``count;sum_var;sum_se`` per bin, ``|``-separated."""
+UNCERTAINTY_SUFFIX = ".uncertainty.csv"
+SIDECARS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "spread": (SPREAD_SUFFIX, SPREAD_COLUMNS), "uncertainty": (UNCERTAINTY_SUFFIX,
+                                                               UNCERTAINTY_COLUMNS)}
+"""Sidecar kind -> (file suffix, columns) of the per-sample files beside a rows file."""
 MANIFEST = "manifest.json"
 ROWS_DIR = "rows"
 PREDICTIONS_DIR = "predictions"
@@ -77,14 +91,26 @@ def spread_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]
     return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}{SPREAD_SUFFIX}"
 
 
+def uncertainty_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]
+                     ) -> Path:
+    """``RUN/rows/<method>__L<L>__shard<k>of<n>.uncertainty.csv`` (sidecar of the rows file)."""
+    return Path(run_dir) / ROWS_DIR / f"{rows_stem(method, seq_len, shard)}{UNCERTAINTY_SUFFIX}"
+
+
 def skipped_path(run_dir: Path, method: str, seq_len: int, shard: tuple[int, int]) -> Path:
     """``RUN/skipped/<method>__L<L>__shard<k>of<n>.csv``: the shard's non-matching samples."""
     return Path(run_dir) / SKIPPED_DIR / f"{rows_stem(method, seq_len, shard)}.csv"
 
 
+def sidecar_kind(path: Path) -> str | None:
+    """The :data:`SIDECARS` kind of a file beside the rows files, None for a rows file."""
+    name = Path(path).name
+    return next((k for k, (suffix, _) in SIDECARS.items() if name.endswith(suffix)), None)
+
+
 def is_spread_file(path: Path) -> bool:
-    """True for a spread sidecar (which rows readers skip)."""
-    return Path(path).name.endswith(SPREAD_SUFFIX)
+    """True for a spread sidecar."""
+    return sidecar_kind(path) == "spread"
 
 
 def prediction_path(run_dir: Path, method: str, seq_len: int, roi: str, patch: int) -> Path:
@@ -142,7 +168,7 @@ def done_keys(run_dir: Path, method: str, seq_len: int) -> set[tuple[str, int]]:
     pattern = f"{rows_stem(method, seq_len, (0, 0)).rsplit('__', 1)[0]}__shard*of*.csv"
     keys: set[tuple[str, int]] = set()
     for f in sorted((Path(run_dir) / ROWS_DIR).glob(pattern)):
-        if not is_spread_file(f):
+        if sidecar_kind(f) is None:
             keys.update((r["roi"], int(r["patch"])) for r in read_row_dicts(f))
     return keys
 
@@ -207,10 +233,10 @@ class RowsWriter:
         self.close()
 
 
-def _row_files(path: Path, spread: bool = False) -> list[Path]:
-    """Rows files below ``path`` (``spread``: their spread sidecars instead)."""
+def _row_files(path: Path, sidecar: str | None = None) -> list[Path]:
+    """Rows files below ``path`` (``sidecar``: their sidecars of that kind instead)."""
     return sorted(p for p in Path(path).rglob("*.csv")
-                  if p.parent.name == ROWS_DIR and is_spread_file(p) == spread)
+                  if p.parent.name == ROWS_DIR and sidecar_kind(p) == sidecar)
 
 
 def read_rows(results: Path | Sequence[Path]) -> pd.DataFrame:
@@ -260,7 +286,7 @@ def read_spread(results: Path | Sequence[Path]) -> pd.DataFrame:
     import pandas as pd
 
     dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
-    records = [r for d in dirs for f in _row_files(d, spread=True)
+    records = [r for d in dirs for f in _row_files(d, "spread")
                for r in read_row_dicts(f, SPREAD_COLUMNS)]
     frame = pd.DataFrame(records, columns=list(SPREAD_COLUMNS))
     stds = [c for c in SPREAD_COLUMNS if c.endswith("_std")]
@@ -271,6 +297,49 @@ def read_spread(results: Path | Sequence[Path]) -> pd.DataFrame:
         raise DataError(f"spread files under {', '.join(map(str, dirs))}: a value is not a "
                         f"number ({exc}); expected the columns {', '.join(SPREAD_COLUMNS)}") \
             from exc
+    key = ["method", "L", "roi", "patch"]
+    return frame.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+
+
+def format_bins(bins: Sequence[Sequence[float]]) -> str:
+    """The ``bins`` cell: ``count;sum_var;sum_se`` per bin, bins separated by ``|``."""
+    return "|".join(";".join(repr(float(v)) for v in col) for col in zip(*bins, strict=True))
+
+
+def parse_bins(text: str) -> list[list[float]]:
+    """Inverse of :func:`format_bins`: [counts, sums of var, sums of se]."""
+    cols = [[float(v) for v in part.split(";")] for part in text.split("|")]
+    if not cols or any(len(c) != 3 for c in cols):
+        raise ValueError(f"bins cell {text[:40]!r}...: expected count;sum_var;sum_se per bin")
+    return [list(r) for r in zip(*cols, strict=True)]
+
+
+def read_uncertainty(results: Path | Sequence[Path]) -> pd.DataFrame:
+    """Uncertainty sidecars (``rows/*.uncertainty.csv``) of one or several run directories.
+
+    A sample written twice (killed between its sidecar line and its row, then resumed) keeps
+    its last line. ``bins`` stays text (:func:`parse_bins` reads it).
+
+    Returns:
+        DataFrame with exactly :data:`UNCERTAINTY_COLUMNS` (empty when there are none).
+
+    Raises:
+        DataError: a malformed line or a value that is not a number.
+    """
+    import pandas as pd
+
+    dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    records = [r for d in dirs for f in _row_files(d, "uncertainty")
+               for r in read_row_dicts(f, UNCERTAINTY_COLUMNS)]
+    frame = pd.DataFrame(records, columns=list(UNCERTAINTY_COLUMNS))
+    floats = UNCERTAINTY_COLUMNS[5:-1]
+    try:
+        frame = frame.astype({"method": str, "L": "int64", "roi": str, "patch": "int64",
+                              "source": str, **dict.fromkeys(floats, "float64")})
+        frame["bins"].map(parse_bins)
+    except ValueError as exc:
+        raise DataError(f"uncertainty files under {', '.join(map(str, dirs))}: {exc}; "
+                        f"expected the columns {', '.join(UNCERTAINTY_COLUMNS)}") from exc
     key = ["method", "L", "roi", "patch"]
     return frame.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
 
