@@ -214,3 +214,20 @@ def test_identity_changes_only_when_options_are_given(synth_root: Path) -> None:
         other = RunConfig(data=synth_root, methods="least_cloudy", seq_lens=[L], **opts)
         assert other.identity() == {**base.identity(), **opts}
         assert default_out(other) != default_out(base)
+
+
+def test_report_has_a_calibration_table_and_a_reliability_diagram(
+        sampled: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = sampled
+    report = build_report(out, out=tmp_path / "rep", figures=True, progress=False)
+    calib = (tmp_path / "rep" / "calibration.md").read_text()
+    assert "Calibration of the predicted uncertainty" in calib
+    line = next(x for x in calib.splitlines() if x.startswith(f"| {L} | seqdm | draws |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    unc = read_uncertainty(out)
+    assert cells[3] == str(len(unc))
+    assert float(cells[4]) == pytest.approx(unc["nrmse_mean"].mean(), abs=1e-4)
+    assert "least_cloudy" not in calib  # deterministic: no uncertainty, no row
+    pngs = {p.name for p in report.figures}
+    assert "figure_reliability.png" in pngs
+    assert (tmp_path / "rep" / "figures" / "figure_reliability.png").stat().st_size > 10_000

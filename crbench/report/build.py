@@ -1,8 +1,10 @@
 """``crbench report``: the tables of one or several runs written to files, and the figures.
 
 :func:`build_report` reads the rows and manifests (:mod:`.runs`), builds Tables 1-4 and the
-spread table (:mod:`.tables`), writes them in one format and optionally draws Figures 3 and 4
-(:mod:`.figures`) and the two cloud-coverage figures (:mod:`.coverage_figures`).
+spread table (:mod:`.tables`) and, when uncertainty sidecars exist, the calibration table
+(:mod:`.calibration`), writes them in one format and optionally draws Figures 3 and 4
+(:mod:`.figures`), the two cloud-coverage figures (:mod:`.coverage_figures`) and the
+reliability diagram (:mod:`.calibration`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..runner.store import read_spread
+from ..runner.store import read_spread, read_uncertainty
+from .calibration import calibration_table, reliability_figure
 from .coverage_figures import coverage_figures
 from .figures import make_figures
 from .runs import (
@@ -130,6 +133,10 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
     spread = spread_table(read_spread(dirs))
     if spread is not None:
         tables.append(spread)
+    uncertainty = read_uncertainty(dirs)
+    calibration = calibration_table(uncertainty)
+    if calibration is not None:
+        tables.append(calibration)
     out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(dirs, out_dir, fmt, tables, passed_over=passed_over)
@@ -141,6 +148,7 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
         fig_dir = out_dir / "figures"
         drawn = make_figures(rows, manifests, dirs, fig_dir, L=L, progress=progress)
         coverage = coverage_figures(rows, fig_dir, skipped_by_L(manifests))
-        result.figures = [*drawn.files, *coverage.files]
+        result.figures = [*drawn.files, *coverage.files,
+                          *reliability_figure(uncertainty, fig_dir)]
         result.messages = [*drawn.messages, *coverage.messages]
     return result

@@ -95,8 +95,9 @@ def bin_label(i: int) -> str:
 
 
 def summarize(rows: pd.DataFrame, by: Sequence[str], ci: bool = False, n_boot: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
-    """Per-group means over samples (NaN ignored), sample counts and optionally bootstrap CIs.
+              seed: int = 0, metrics: Sequence[str] = METRIC_NAMES) -> pd.DataFrame:
+    """Per-group means over samples (NaN ignored), sample counts and optionally bootstrap CIs
+    of each of ``metrics`` (default: the image metrics).
 
     Returns:
         One row per group: the ``by`` columns, ``n`` (samples) and for each metric ``m``:
@@ -108,11 +109,10 @@ def summarize(rows: pd.DataFrame, by: Sequence[str], ci: bool = False, n_boot: i
         key = key if isinstance(key, tuple) else (key,)
         rec: dict[str, Any] = dict(zip(by, key, strict=True))
         rec["n"] = len(group)
-        for m in METRIC_NAMES:
+        for m in metrics:
             rec.update(_metric_stats(m, group[m].to_numpy(dtype=float), ci, n_boot, seed))
         records.append(rec)
-    columns = [*by, "n", *(c for m in METRIC_NAMES for c in (m, f"{m}_low", f"{m}_high",
-                                                              f"{m}_n"))]
+    columns = [*by, "n", *(c for m in metrics for c in (m, f"{m}_low", f"{m}_high", f"{m}_n"))]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -142,6 +142,9 @@ class Table:
         stats: :func:`summarize` output (``keys`` + statistics columns).
         notes: sentences printed under the table.
         ci: whether the bootstrap intervals are shown.
+        metrics: the value columns (default: the image metrics).
+        higher: per value column, True if higher is better, False if lower, None if neither
+            (no best marked); default :data:`crbench.metrics.HIGHER_IS_BETTER`.
     """
 
     name: str
@@ -151,18 +154,20 @@ class Table:
     stats: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     ci: bool = False
+    metrics: Sequence[str] = METRIC_NAMES
+    higher: dict[str, bool | None] = field(default_factory=lambda: dict(HIGHER_IS_BETTER))
 
     def best_mask(self) -> pd.DataFrame:
         """Boolean frame (metric columns): True where the mean is the best of its group."""
-        best = pd.DataFrame(False, index=self.stats.index, columns=list(METRIC_NAMES))
+        best = pd.DataFrame(False, index=self.stats.index, columns=list(self.metrics))
         groups = ([(None, self.stats)] if not self.groups
                   else self.stats.groupby(self.groups, sort=False))
         for _, g in groups:
-            for m in METRIC_NAMES:
+            for m in self.metrics:
                 vals = g[m].astype(float)
-                if vals.notna().sum() < 2:
+                if self.higher.get(m) is None or vals.notna().sum() < 2:
                     continue
-                target = vals.max() if HIGHER_IS_BETTER[m] else vals.min()
+                target = vals.max() if self.higher[m] else vals.min()
                 best.loc[vals.index[np.isclose(vals, target, rtol=0, atol=1e-12)], m] = True
         return best
 
@@ -275,6 +280,8 @@ def _fmt_value(m: str, v: float) -> str:
         return "n/a"
     if np.isinf(v):
         return "inf" if v > 0 else "-inf"
+    if m not in METRIC_NAMES and v != 0 and abs(v) < 1e-3:
+        return f"{v:.2e}"  # e.g. a calibration error in variance units
     return f"{v:.2f}" if m == "psnr" else f"{v:.4f}"
 
 
@@ -284,7 +291,7 @@ def _cells(t: Table, bold: tuple[str, str]) -> list[list[str]]:
     out = []
     for i, row in t.stats.iterrows():
         cells = [_label(k, row[k]) for k in t.keys] + [str(int(row["n"]))]
-        for m in METRIC_NAMES:
+        for m in t.metrics:
             text = _fmt_value(m, row[m])
             if best.at[i, m]:
                 text = f"{bold[0]}{text}{bold[1]}"
@@ -303,9 +310,13 @@ def _label(col: str, v: Any) -> str:
     return str(v)
 
 
+_ARROWS = {True: "↑", False: "↓", None: ""}
+_TEX_ARROWS = {True: r"$\uparrow$", False: r"$\downarrow$", None: ""}
+
+
 def _to_markdown(t: Table) -> str:
-    head = [*t.keys, "n", *(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRIC_NAMES)]
-    align = ["---"] * len(t.keys) + ["---:"] * (1 + len(METRIC_NAMES))
+    head = [*t.keys, "n", *(f"{m} {_ARROWS[t.higher.get(m)]}".strip() for m in t.metrics)]
+    align = ["---"] * len(t.keys) + ["---:"] * (1 + len(t.metrics))
     lines = [f"### {t.title}", "", "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(c) + " |" for c in _cells(t, ("**", "**"))]
     if t.notes:
@@ -315,7 +326,7 @@ def _to_markdown(t: Table) -> str:
 
 def _to_csv(t: Table) -> str:
     cols = [*t.keys, "n"]
-    for m in METRIC_NAMES:
+    for m in t.metrics:
         cols += [m, f"{m}_low", f"{m}_high"] if t.ci else [m]
     frame = t.stats[cols].copy()
     if "coverage" in t.keys:
@@ -336,10 +347,9 @@ def tex_escape(text: str) -> str:
 
 
 def _to_latex(t: Table) -> str:
-    arrows = {True: r"$\uparrow$", False: r"$\downarrow$"}
     head = [*(tex_escape(k) for k in t.keys), "$n$",
-            *(f"{tex_escape(m)} {arrows[HIGHER_IS_BETTER[m]]}" for m in METRIC_NAMES)]
-    spec = "l" * len(t.keys) + "r" * (1 + len(METRIC_NAMES))
+            *(f"{tex_escape(m)} {_TEX_ARROWS[t.higher.get(m)]}".strip() for m in t.metrics)]
+    spec = "l" * len(t.keys) + "r" * (1 + len(t.metrics))
     lines = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{tex_escape(t.title)}}}",
              f"\\label{{tab:crbench-{t.name}}}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(head) + r" \\", r"\midrule"]
