@@ -24,6 +24,39 @@ half of the steps and decayed linearly to 0 in the second half. Optional branch 
 mono-temporal ResNet on one random input date of each sample, its weights are loaded into the
 branch, and the branch stays frozen for the first ``freeze_steps`` steps of the main training.
 The pretrained network is checkpointed under ``out/pretrain``.
+
+crbench's default ("full") and the toolbox (PatrickTUM/SEN12MS-CR-TS, preset "toolbox";
+"toolbox-tiny" is the same recipe at the tiny widths with 2 pretraining and 2 frozen steps):
+
+=====================  =================================  ==================================
+                       full (crbench)                     toolbox
+=====================  =================================  ==================================
+S2 input               [0, 10000] / 10000 -> [-1, 1]      [0, 10000] / 2000 -> [0, 5]
+S1 input (dB)          VV, VH [-25, 0] -> [-1, 1]         VV [-25, 0], VH [-32.5, 0] -> [0, 2]
+                                                          (``s1_db_range``, crbench.api)
+first fusion Conv3d    reflect (space), replicate (time)  zero padding 1
+other 3D convs         reflect / replicate                reflect / replicate (same)
+output                 tanh -> (y + 1) / 2, clamped       tanh -> 5 (y + 1) / 2, scored / 5:
+                                                          the same [0, 1] values
+loss                   L1 in [-1, 1]                      100 x L1 in [0, 5]
+init                   PyTorch default                    N(0, 0.02), biases 0
+branch                 from scratch (``pretrain_steps``   pretrained single-date ResNet
+                       0)                                 (head 3x3 -> 64, ReLU, 3x3 -> 13,
+                                                          no tanh, L1 in [0, 5]) for
+                                                          ``pretrain_steps`` 100,000, then
+                                                          frozen 100,000 steps
+batch, schedule        4; 20 epochs, constant LR for the  1; 200 epochs: 100 constant, 100
+                       first half then linear decay       linear decay (``decay_start`` 0.5)
+=====================  =================================  ==================================
+
+Differences that remain: the toolbox loads a ResNet pretrained elsewhere (Meraner et al.
+2020's ``baseline_resnet.pth``; its training is not in the toolbox), crbench trains it on the
+same train split first (100,000 steps is crbench's choice); the toolbox decays the LR once per
+epoch to 1/101 of its value (``1 - max(0, epoch + 1 - 100) / 101``), crbench per step to 0; the
+toolbox's model runs at batch 1 only, crbench's at any batch. Toolbox checkpoints are converted
+by :mod:`crbench_methods.seq2point_toolbox` (``crbench convert toolbox-seq2point``); with the
+toolbox's weights the toolbox preset's outputs agree with a reference forward pass of the
+toolbox's structure to 1e-5 (tests/test_seq2point_toolbox.py).
 """
 
 from __future__ import annotations

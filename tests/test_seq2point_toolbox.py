@@ -23,6 +23,7 @@ from crbench.cli.main import main
 from crbench.data.dataset import SEN12MSCRTS
 from crbench.data.io import read_s1, read_s2, scale_s1
 from crbench.registry import get_method_class
+from crbench.runner.store import prediction_path
 from crbench.training import TrainOptions, linear_decay
 from crbench.training.loop import _dataset
 from crbench_methods.seq2point import TOOLBOX_S1_DB_RANGE, Seq2Point, network_input
@@ -265,6 +266,7 @@ def test_convert_matches_the_reference_forward(synth_root: Path, tmp_path: Path,
     assert "seq2point/L3" in capsys.readouterr().out
     model = Seq2Point.load(tmp_path / "ckpt" / "seq2point" / "L3", seq_len=3)
     ds = SEN12MSCRTS(synth_root, split="test", L=3, s1_db_range=model.s1_db_range)
+    refs: dict[tuple[str, int], np.ndarray] = {}
     for i in range(len(ds)):
         sample = ds[i]
         rec = next(r for r in ds.records if (r.roi, r.patch) == (sample.meta.roi,
@@ -277,6 +279,16 @@ def test_convert_matches_the_reference_forward(synth_root: Path, tmp_path: Path,
         got = model.predict(Inputs.stack([sample.inputs]))
         assert float(want.std()) > 0.01
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        refs[(sample.meta.roi, sample.meta.patch)] = want[0].numpy()
+    # crbench run --checkpoints DIR hands the converted model S1 over its own range: its saved
+    # predictions (uint16 DN) are the reference's up to the DN rounding
+    run = tmp_path / "run"
+    assert main(["run", "--data", str(synth_root), "--methods", "seq2point", "--L", "3",
+                 "--checkpoints", str(tmp_path / "ckpt"), "--out", str(run),
+                 "--save-predictions", "--no-progress"]) == 0
+    for (roi, patch), want_np in refs.items():
+        saved = read_s2(prediction_path(run, "seq2point", 3, roi, patch)).array / 10000
+        np.testing.assert_allclose(saved, want_np, rtol=0, atol=0.5e-4 + 1e-5)
 
 
 def _convert_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], pth: Path,
