@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from crbench.api import DEFAULT_S1_DB_RANGE, Inputs
+from crbench.api import DEFAULT_S1_DB_RANGE, Inputs, TrainableMethod
 from crbench.cli.main import main
 from crbench.data.dataset import SEN12MSCRTS
 from crbench.data.io import read_s1, read_s2, scale_s1
@@ -253,6 +253,37 @@ def test_train_toolbox_prints_the_toolbox_parameter_count(
     assert len(lines) == 1, out
     found = re.search(r"network ([\d,]+)", lines[0])
     assert found and int(found.group(1).replace(",", "")) == want == 38_474_253
+
+
+def test_default_parameter_counts_name_each_module() -> None:
+    class Two(TrainableMethod):
+        name = "two"
+
+        def __init__(self) -> None:
+            self.net = nn.Conv2d(3, 4, 3)  # 112 parameters
+            self._disc = nn.Linear(5, 2)  # 12
+            self.config = {}
+
+        def predict(self, inputs: Inputs) -> torch.Tensor:
+            raise NotImplementedError
+
+        def fit(self, data_root: Path, out: Path, **options: object) -> Path:
+            raise NotImplementedError
+
+        def save(self, path: Path) -> None:
+            raise NotImplementedError
+
+        @classmethod
+        def load(cls, path: Path, **expect: object) -> Two:
+            raise NotImplementedError
+
+    assert Two().parameter_counts() == {"network": 112, "disc": 12}
+    lazy = Seq2Point(3, "toolbox")
+    state = torch.random.get_rng_state()
+    counts = lazy.parameter_counts()
+    assert torch.equal(torch.random.get_rng_state(), state)  # fit's seeding is untouched
+    assert lazy._net is None  # counted without building the network
+    assert counts["network"] == sum(p.numel() for p in RefSeq2Point(3).parameters())
 
 
 # ----------------------------------------------------------------------------- converter
