@@ -14,10 +14,10 @@ Tensor conventions (batched; the dataset yields the same without the leading B):
 
 S1 range per method: a method declares the dB range of each S1 band in ``s1_db_range``
 (``((vv_min, vv_max), (vh_min, vh_max))``, a class attribute or set per instance, e.g. by a
-preset). The data layer (the runner's and training's datasets) clips each band to it and maps
-it to [0, 1], so a method that wants VH down to -32.5 dB (Seq2point's ``toolbox`` preset:
-``((-25, 0), (-32.5, 0))``) gets it, while every method that keeps the default
-``((-25, 0), (-25, 0))`` receives bit-identical inputs.
+preset). The data layer (the datasets of the runner and of crbench.training) clips each band
+to it and maps it to [0, 1], so a method that wants VH down to -32.5 dB (Seq2point's
+``toolbox`` preset: ``((-25, 0), (-32.5, 0))``) gets it, while every method that keeps the
+default ``((-25, 0), (-25, 0))`` receives bit-identical inputs.
 
 Parameter counts: :meth:`TrainableMethod.parameter_counts` (``{"network": N}`` by default;
 methods with several networks name each) is printed by ``crbench train`` at start.
