@@ -6,10 +6,21 @@ never part of it (the data layer keeps it in a separate field that the runner ho
 Tensor conventions (batched; the dataset yields the same without the leading B):
 
 - ``s2``:       (B, L, 13, H, W) float32 in [0, 1] (S2 clipped to [0, 10000] / 10000)
-- ``s1``:       (B, L, 2, H, W) float32 in [0, 1] (VV, VH clipped to [-25, 0] dB)
+- ``s1``:       (B, L, 2, H, W) float32 in [0, 1]: VV, VH in dB, each clipped to the method's
+  :attr:`Method.s1_db_range` and mapped linearly to [0, 1] (default [-25, 0] dB for both)
 - ``masks``:    (B, L, H, W) float32, 1 = cloud (s2cloudless, DESIGN.md)
 - ``coverage``: (B, L) float32, mean of each mask
 - ``days``:     (B, L) int64, S2 acquisition day counted from the S1 launch (2014-04-03)
+
+S1 range per method: a method declares the dB range of each S1 band in ``s1_db_range``
+(``((vv_min, vv_max), (vh_min, vh_max))``, a class attribute or set per instance, e.g. by a
+preset). The data layer (the datasets of the runner and of crbench.training) clips each band
+to it and maps it to [0, 1], so a method that wants VH down to -32.5 dB (Seq2point's
+``toolbox`` preset: ``((-25, 0), (-32.5, 0))``) gets it, while every method that keeps the
+default ``((-25, 0), (-25, 0))`` receives bit-identical inputs.
+
+Parameter counts: :meth:`TrainableMethod.parameter_counts` (``{"network": N}`` by default;
+methods with several networks name each) is printed by ``crbench train`` at start.
 """
 
 from __future__ import annotations
@@ -22,7 +33,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from .constants import S2_BANDS
+from .constants import S1_DB_MAX, S1_DB_MIN, S2_BANDS
+
+S1Range = tuple[tuple[float, float], tuple[float, float]]
+"""dB clip range of (VV, VH): ``((vv_min, vv_max), (vh_min, vh_max))``."""
+DEFAULT_S1_DB_RANGE: S1Range = ((S1_DB_MIN, S1_DB_MAX), (S1_DB_MIN, S1_DB_MAX))
 
 
 class Need(enum.Enum):
@@ -125,6 +140,8 @@ class Method(ABC):
         gives_variance: True if :meth:`predict_with_variance` returns a per-pixel variance
             of the prediction (a variance head, e.g. UnCRtainTS). Stochastic methods need not
             set it: with ``--samples K`` the runner takes the variance of the K draws.
+        s1_db_range: dB clip range of (VV, VH) that the data layer maps to [0, 1] in
+            ``Inputs.s1`` (see the module docstring); instances may set their own.
     """
 
     name: ClassVar[str] = ""
@@ -133,6 +150,7 @@ class Method(ABC):
     bands: ClassVar[tuple[str, ...]] = S2_BANDS
     runtime_options: ClassVar[frozenset[str]] = frozenset()
     gives_variance: ClassVar[bool] = False
+    s1_db_range: S1Range = DEFAULT_S1_DB_RANGE
 
     @abstractmethod
     def predict(self, inputs: Inputs) -> torch.Tensor:
@@ -186,3 +204,20 @@ class TrainableMethod(Method):
     @abstractmethod
     def load(cls, path: Path, **expect: Any) -> TrainableMethod:
         """Load from directory ``path``; ``expect`` (e.g. ``seq_len=4``) must match the config."""
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of parameters of each of the method's torch modules, e.g. ``{"network": N}``.
+
+        The default counts every ``torch.nn.Module`` attribute of the instance (the name
+        without a leading underscore; ``net`` is reported as ``network``). Methods that build
+        their networks lazily or hold several override it.
+        """
+        from torch import nn
+
+        counts: dict[str, int] = {}
+        for attr, value in vars(self).items():
+            if isinstance(value, nn.Module):
+                name = attr.lstrip("_")
+                counts["network" if name == "net" else name] = sum(
+                    p.numel() for p in value.parameters())
+        return counts

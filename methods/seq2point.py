@@ -24,6 +24,39 @@ half of the steps and decayed linearly to 0 in the second half. Optional branch 
 mono-temporal ResNet on one random input date of each sample, its weights are loaded into the
 branch, and the branch stays frozen for the first ``freeze_steps`` steps of the main training.
 The pretrained network is checkpointed under ``out/pretrain``.
+
+crbench's default ("full") and the toolbox (PatrickTUM/SEN12MS-CR-TS, preset "toolbox";
+"toolbox-tiny" is the same recipe at the tiny widths with 2 pretraining and 2 frozen steps):
+
+=====================  =================================  ==================================
+                       full (crbench)                     toolbox
+=====================  =================================  ==================================
+S2 input               [0, 10000] / 10000 -> [-1, 1]      [0, 10000] / 2000 -> [0, 5]
+S1 input (dB)          VV, VH [-25, 0] -> [-1, 1]         VV [-25, 0], VH [-32.5, 0] -> [0, 2]
+                                                          (``s1_db_range``, crbench.api)
+first fusion Conv3d    reflect (space), replicate (time)  zero padding 1
+other 3D convs         reflect / replicate                reflect / replicate (same)
+output                 tanh -> (y + 1) / 2, clamped       tanh -> 5 (y + 1) / 2, scored / 5:
+                                                          the same [0, 1] values
+loss                   L1 in [-1, 1]                      100 x L1 in [0, 5]
+init                   PyTorch default                    N(0, 0.02), biases 0
+branch                 from scratch (``pretrain_steps``   pretrained single-date ResNet
+                       0)                                 (head 3x3 -> 64, ReLU, 3x3 -> 13,
+                                                          no tanh, L1 in [0, 5]) for
+                                                          ``pretrain_steps`` 100,000, then
+                                                          frozen 100,000 steps
+batch, schedule        4; 20 epochs, constant LR for the  1; 200 epochs: 100 constant, 100
+                       first half then linear decay       linear decay (``decay_start`` 0.5)
+=====================  =================================  ==================================
+
+Differences that remain: the toolbox loads a ResNet pretrained elsewhere (Meraner et al.
+2020's ``baseline_resnet.pth``; its training is not in the toolbox), crbench trains it on the
+same train split first (100,000 steps is crbench's choice); the toolbox decays the LR once per
+epoch to 1/101 of its value (``1 - max(0, epoch + 1 - 100) / 101``), crbench per step to 0; the
+toolbox's model runs at batch 1 only, crbench's at any batch. Toolbox checkpoints are converted
+by :mod:`crbench_methods.seq2point_toolbox` (``crbench convert toolbox-seq2point``); with the
+toolbox's weights the toolbox preset's outputs agree with a reference forward pass of the
+toolbox's structure to 1e-5 (tests/test_seq2point_toolbox.py).
 """
 
 from __future__ import annotations
@@ -122,15 +155,21 @@ class ResBlock3d(nn.Module):
 
 
 class Seq2PointNet(nn.Module):
-    """(B, L, 15, H, W) in [-1, 1] -> (B, 13, H, W) in [-1, 1] (tanh)."""
+    """(B, L, 15, H, W) in the network's input range -> (B, 13, H, W) in [-1, 1] (tanh).
+
+    ``first_pad``: padding of the first fusion Conv3d, "reflect" (crbench: reflect in space,
+    replicate in time) or "zero" (the toolbox: ``nn.Conv3d(..., padding=1)``).
+    """
 
     def __init__(self, seq_len: int, channels: int, blocks: int, fusion_blocks: int,
-                 res_scale: float) -> None:
+                 res_scale: float, first_pad: str = "reflect") -> None:
         super().__init__()
         self.seq_len = seq_len
         self.branch = Branch(IN_CHANNELS, channels, blocks, res_scale)
+        first = (nn.Conv3d(channels, channels, 3, padding=1) if first_pad == "zero"
+                 else PaddedConv3d(channels, channels))
         self.fusion = nn.Sequential(
-            PaddedConv3d(channels, channels), nn.ReLU(True),
+            first, nn.ReLU(True),
             *(ResBlock3d(channels, res_scale) for _ in range(fusion_blocks)))
         self.out = nn.Conv3d(channels, N_S2_BANDS, kernel_size=(seq_len, 3, 3), padding=0)
 
@@ -143,20 +182,64 @@ class Seq2PointNet(nn.Module):
 
 
 class MonoTemporalNet(nn.Module):
-    """Branch pretraining network: (B, 15, H, W) -> (B, 13, H, W) via the shared branch."""
+    """Branch pretraining network: (B, 15, H, W) -> (B, 13, H, W) via the shared branch.
 
-    def __init__(self, branch: Branch, channels: int) -> None:
+    ``toolbox=False``: a 3x3 head to 13 bands and tanh ([-1, 1]). ``toolbox=True``: the head of
+    the toolbox's single-date ResNet (``ResnetStackedArchitecture``: 3x3 to 64, ReLU, 3x3 to 13,
+    no tanh), whose output is S2 in the toolbox's [0, 5] range.
+    """
+
+    def __init__(self, branch: Branch, channels: int, toolbox: bool = False) -> None:
         super().__init__()
         self.branch = branch
-        self.head = nn.Conv2d(channels, N_S2_BANDS, 3, padding=1)
+        self.toolbox = toolbox
+        self.head: nn.Module = (
+            nn.Sequential(nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU(True),
+                          nn.Conv2d(64, N_S2_BANDS, 3, padding=1)) if toolbox
+            else nn.Conv2d(channels, N_S2_BANDS, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(self.branch(x)))
+        y = self.head(self.branch(x))
+        return y if self.toolbox else torch.tanh(y)
 
 
-def network_input(inputs: Inputs) -> torch.Tensor:
-    """(B, L, 15, H, W) in [-1, 1]: S2 and S1 of each date, concatenated on channels."""
+TOOLBOX_S1_DB_RANGE = ((-25.0, 0.0), (-32.5, 0.0))
+"""The toolbox's "resnet" S1 clip (data/dataLoader.py process_SAR): VV [-25, 0], VH [-32.5, 0]."""
+S2_TOOLBOX_SCALE = 5.0  # the toolbox's "resnet" S2: clip [0, 10000] / 2000 = 5 x crbench's [0, 1]
+S1_TOOLBOX_SCALE = 2.0  # and S1 over its dB range -> [0, 2]
+
+
+def network_input(inputs: Inputs, scaling: str = "crbench") -> torch.Tensor:
+    """(B, L, 15, H, W): S2 and S1 of each date, concatenated on channels, in the network's
+    range: [-1, 1] (``scaling="crbench"``) or the toolbox's "resnet" scaling (S2 in [0, 5], S1
+    in [0, 2]; ``inputs.s1`` then covers :data:`TOOLBOX_S1_DB_RANGE`)."""
+    if scaling == "toolbox":
+        return torch.cat([inputs.s2.float() * S2_TOOLBOX_SCALE,
+                          inputs.s1.float() * S1_TOOLBOX_SCALE], dim=2)
     return to_network_range(torch.cat([inputs.s2, inputs.s1], dim=2).float())
+
+
+def l1_loss(pred: torch.Tensor, target01: torch.Tensor, config: dict[str, Any],
+            tanh_output: bool = True) -> torch.Tensor:
+    """L1 of a prediction against the [0, 1] target in the preset's loss range, times
+    ``lambda_l1``: [-1, 1] for crbench; the toolbox's [0, 5] (its tanh output mapped by
+    ``5 (y + 1) / 2``, temporal_branched_model.py) with ``lambda_l1`` 100."""
+    pred = pred.float()
+    if config["scaling"] == "toolbox":
+        pred = S2_TOOLBOX_SCALE * (pred + 1.0) / 2.0 if tanh_output else pred
+        target = target01 * S2_TOOLBOX_SCALE
+    else:
+        target = to_network_range(target01)
+    return F.l1_loss(pred, target) * config["lambda_l1"]
+
+
+def init_normal(net: nn.Module, gain: float = 0.02) -> None:
+    """The toolbox's ``init_weights(net, "normal", 0.02)``: conv weights N(0, gain), biases 0."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 # ----------------------------------------------------------------------------- method
@@ -165,12 +248,26 @@ _FULL: dict[str, Any] = {
     "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "decay_start": 0.5,
     "batch_size": 4, "epochs": 20, "pretrain_steps": 0, "freeze_steps": 0,
     "val_samples": 4, "val_every": 0,
+    "scaling": "crbench", "first_pad": "reflect", "init": "default", "lambda_l1": 1.0,
 }
 # tiny: lr 1e-3 (5x the paper's) so that a CPU run of ~75 steps learns the fill (issue #16:
 # nrmse_cloudy 0.037 vs 0.26 for least cloudy on the demo tree); validation every 25 steps
 _TINY: dict[str, Any] = _FULL | {"channels": 16, "blocks": 2, "fusion_blocks": 1, "lr": 1e-3,
                                  "batch_size": 2, "epochs": 1, "val_samples": 2,
                                  "val_every": 25}
+# toolbox (PatrickTUM/SEN12MS-CR-TS, README's seq2point command and options/*.py): "resnet"
+# scaling, zero padding on the first fusion conv, N(0, 0.02) init, L1 x 100 in [0, 5],
+# batch 1, niter 100 + niter_decay 100 epochs, pretrained branch frozen for 100,000 iterations
+_TOOLBOX: dict[str, Any] = _FULL | {
+    "scaling": "toolbox", "first_pad": "zero", "init": "normal", "lambda_l1": 100.0,
+    "batch_size": 1, "epochs": 200, "decay_start": 0.5, "pretrain_steps": 100_000,
+    "freeze_steps": 100_000}
+# toolbox-tiny: the toolbox recipe at the tiny preset's widths, for CPU tests
+_TOOLBOX_TINY: dict[str, Any] = _TOOLBOX | {
+    "channels": 16, "blocks": 2, "fusion_blocks": 1, "lr": 1e-3, "epochs": 1,
+    "pretrain_steps": 2, "freeze_steps": 2, "val_samples": 2, "val_every": 25}
+_CHOICES = {"scaling": ("crbench", "toolbox"), "first_pad": ("reflect", "zero"),
+            "init": ("default", "normal")}
 
 
 class Seq2Point(TrainableMethod):
@@ -179,20 +276,28 @@ class Seq2Point(TrainableMethod):
     Args:
         seq_len: L, the number of input dates the network is built for (required to train or
             predict; a checkpoint fixes it).
-        preset: "full" (the paper's configuration) or "tiny" (CPU tests).
+        preset: "full" (crbench's configuration), "tiny" (CPU tests), "toolbox" (the
+            toolbox's recipe, see the module docstring) or "toolbox-tiny" (its CPU variant).
         **overrides: any key of the preset (e.g. ``lr=1e-3``, ``pretrain_steps=1000``).
     """
 
     name: ClassVar[str] = "seq2point"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.S1})
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"full": _FULL, "tiny": _TINY}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": _FULL, "tiny": _TINY, "toolbox": _TOOLBOX, "toolbox-tiny": _TOOLBOX_TINY}
 
     def __init__(self, seq_len: int | None = None, preset: str = "full",
                  **overrides: Any) -> None:
         if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
             raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
         self.config = resolve_config(self.presets, preset, overrides, self.name)
+        for key, allowed in _CHOICES.items():
+            if self.config[key] not in allowed:
+                raise UsageError(f"{key}: unknown value {self.config[key]!r}; expected one of "
+                                 f"{', '.join(allowed)}")
         self.config["seq_len"] = seq_len
+        if self.config["scaling"] == "toolbox":  # VH kept down to -32.5 dB (api docstring)
+            self.s1_db_range = TOOLBOX_S1_DB_RANGE
         self.device = torch.device("cpu")
         self._net: Seq2PointNet | None = None
 
@@ -207,10 +312,32 @@ class Seq2Point(TrainableMethod):
     def net(self) -> Seq2PointNet:
         """The network, built on first use (so that ``fit`` seeds its initialisation)."""
         if self._net is None:
-            c = self.config
-            self._net = Seq2PointNet(self._seq_len(), c["channels"], c["blocks"],
-                                     c["fusion_blocks"], c["res_scale"]).to(self.device)
+            self._net = self._build().to(self.device)
         return self._net
+
+    def _build(self) -> Seq2PointNet:
+        c = self.config
+        net = Seq2PointNet(self._seq_len(), c["channels"], c["blocks"], c["fusion_blocks"],
+                           c["res_scale"], c["first_pad"])
+        if c["init"] == "normal":
+            init_normal(net)
+        return net
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"network": N}`` (the multi-temporal network; built on the meta device, without
+        touching the RNG, when it does not exist yet) and, with branch pretraining,
+        ``"pretrain_head"``: the single-date head's parameters."""
+        net = self._net
+        if net is None:
+            with torch.device("meta"):
+                net = self._build()
+        counts = {"network": sum(p.numel() for p in net.parameters())}
+        if self.config["pretrain_steps"] > 0:
+            with torch.device("meta"):
+                mono = MonoTemporalNet(net.branch, self.config["channels"],
+                                       self.config["scaling"] == "toolbox")
+            counts["pretrain_head"] = sum(p.numel() for p in mono.head.parameters())
+        return counts
 
     def to(self, device: torch.device | str) -> Seq2Point:
         self.device = torch.device(device)
@@ -232,7 +359,8 @@ class Seq2Point(TrainableMethod):
 
     def _forward01(self, inputs: Inputs) -> torch.Tensor:
         with autocast(self.device):
-            y = self.net(network_input(inputs))
+            y = self.net(network_input(inputs, self.config["scaling"]))
+        # the toolbox maps tanh to [0, 5] by 5 (y + 1) / 2 and scores it / 5: the same map
         return from_network_range(y)
 
     # -- checkpoints
@@ -266,9 +394,9 @@ class Seq2Point(TrainableMethod):
         def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
             net.branch.requires_grad_(ctx.step >= freeze)
             inputs = batch.inputs.to(ctx.device, non_blocking=True)
-            target = to_network_range(batch.target.to(ctx.device, non_blocking=True))
+            target = batch.target.to(ctx.device, non_blocking=True)
             with ctx.autocast():
-                loss = F.l1_loss(ctx.ddp(net)(network_input(inputs)).float(), target)
+                loss = l1_loss(ctx.ddp(net)(network_input(inputs, c["scaling"])), target, c)
             ctx.backward_step(loss, "model")
             return {"l1": float(loss.detach())}
 
@@ -280,18 +408,21 @@ class Seq2Point(TrainableMethod):
         """Parts for mono-temporal branch pretraining (one random input date per sample)."""
         self.to(device)
         c = self.config
-        mono = MonoTemporalNet(self.net.branch, c["channels"]).to(device)
+        toolbox = c["scaling"] == "toolbox"
+        mono = MonoTemporalNet(self.net.branch, c["channels"], toolbox).to(device)
+        if c["init"] == "normal":
+            init_normal(mono.head)
         opt = torch.optim.Adam(mono.parameters(), lr=c["lr"], betas=(c["beta1"], c["beta2"]))
 
         def step_fn(batch: Batch, ctx: StepContext) -> dict[str, float]:
-            x = network_input(batch.inputs.to(ctx.device))
+            x = network_input(batch.inputs.to(ctx.device), c["scaling"])
             # one date per sample, drawn for the whole global batch (same under DDP)
             share = ctx.batch_share(x.shape[0])
             pick = share.take(torch.randint(x.shape[1], (share.global_size,), device=ctx.device))
             x = x[torch.arange(x.shape[0], device=ctx.device), pick]
-            target = to_network_range(batch.target.to(ctx.device))
             with ctx.autocast():
-                loss = F.l1_loss(ctx.ddp(mono)(x).float(), target)
+                loss = l1_loss(ctx.ddp(mono)(x), batch.target.to(ctx.device), c,
+                               tanh_output=not toolbox)
             ctx.backward_step(loss, "mono")
             return {"l1_mono": float(loss.detach())}
 
@@ -308,7 +439,7 @@ class Seq2Point(TrainableMethod):
             seq_len=self._seq_len(), batch_size=batch_size or c["batch_size"], steps=steps,
             epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
             workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
-            val_every=c["val_every"] or None)
+            val_every=c["val_every"] or None, s1_db_range=self.s1_db_range)
         with distributed.session(pick_device(device)):  # one process group for both stages
             if c["pretrain_steps"] > 0:
                 pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],

@@ -4,7 +4,8 @@ The method is resolved through the registry (entry-point group ``crbench.methods
 a :class:`crbench.api.TrainableMethod`. ``--set KEY=VALUE`` (repeatable) overrides a preset
 value; VALUE is parsed as JSON when possible (``--set lr=1e-3 --set generator='"unet"'`` or
 simply ``--set generator=unet``). With ``--resume`` and no ``--preset``/``--set``, the
-configuration stored in ``DIR/config.json`` is reused. At the end it prints one line from
+configuration stored in ``DIR/config.json`` is reused. At the start it prints the parameter
+counts of the method's networks (``TrainableMethod.parameter_counts``); at the end one line from
 ``DIR/history.csv``: steps, time, and the first -> last value of every loss and validation score
 (``val nrmse_cloudy``, ``val psnr_cloudy``, ``val psnr``).
 """
@@ -172,6 +173,12 @@ def check_fresh_out(args: argparse.Namespace) -> None:
                          "pass --resume to continue it or --overwrite to replace it")
 
 
+def parameter_line(method: str, counts: dict[str, int]) -> str:
+    """``crbench train: seq2point parameters: network 38,474,253`` (one entry per network)."""
+    listed = ", ".join(f"{name} {count:,}" for name, count in counts.items()) or "none"
+    return f"crbench train: {method} parameters: {listed}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.index import check_root
 
@@ -179,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
     check_fresh_out(args)
     method = build_method(args)
     check_root(args.data, flag="--data")
+    if os.environ.get("RANK", "0") == "0":
+        print(parameter_line(args.method, method.parameter_counts()), file=sys.stdout,
+              flush=True)
     start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,

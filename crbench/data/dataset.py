@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..api import Inputs, Sample, SampleMeta
+from ..api import DEFAULT_S1_DB_RANGE, Inputs, Sample, SampleMeta
 from ..constants import REGIONS, S1_BANDS, S2_BANDS, SPLIT_NAMES, TARGET_CLEAR_MAX
 from ..errors import DataError, UsageError, parse_enum
 from .index import (
@@ -87,7 +87,8 @@ class SEN12MSCRTS(Dataset):
                  max_cov: float = 1.0, index: pd.DataFrame | Path | str | None = None,
                  only_matching: bool = True, seed: int = 0, crop: int | None = None,
                  cache: MaskCache | None = None, progress: bool = False,
-                 workers: int = 1, target_s1: bool = False) -> None:
+                 workers: int = 1, target_s1: bool = False,
+                 s1_db_range: Sequence[tuple[float, float]] | None = None) -> None:
         """Index the split (reading cached coverage; computing only missing masks).
 
         Args:
@@ -110,10 +111,12 @@ class SEN12MSCRTS(Dataset):
             workers: processes for computing missing masks.
             target_s1: also read the target date's S1 image into ``Sample.target_s1``
                 (training: SeqDMs' Eq. 27 pairs the clear target with its own S1).
+            s1_db_range: (min, max) dB of VV and VH mapped to [0, 1] in ``inputs.s1`` (the
+                method's :attr:`crbench.api.Method.s1_db_range`); None: [-25, 0] dB for both.
 
         Raises:
-            UsageError: bad L, bounds, protocol, sampler, split, region, crop, seed or an
-                index made for another L.
+            UsageError: bad L, bounds, protocol, sampler, split, region, crop, seed, S1 range
+                or an index made for another L.
             DatasetNotFoundError: missing root or empty split.
             DataError: incomplete patches, or index rows for patches not in the split.
         """
@@ -131,6 +134,7 @@ class SEN12MSCRTS(Dataset):
         self.seed, self.crop, self.epoch = int(seed), crop, 0
         self.only_matching = bool(only_matching)
         self.target_s1 = bool(target_s1)
+        self.s1_db_range = _s1_range(s1_db_range)
         self.records: list[PatchRecord] = scan_tree(self.root, split, region)
         if cache is None:  # after the scan: the default cache directory lives under root
             from .masks import MaskCache
@@ -221,11 +225,12 @@ class SEN12MSCRTS(Dataset):
         pos = [rec.pos(t) for t in sel.input_idx]
         tpos = rec.pos(sel.target_idx)
         s2 = [_read(rec.s2[p], "s2") for p in pos]
-        s1 = [_read_s1(rec, p, s2[0].shape[-2:]) for p in pos]
+        s1 = [_read_s1(rec, p, s2[0].shape[-2:], self.s1_db_range) for p in pos]
         masks = self.cache.masks([rec.s2[p] for p in pos])
         target = _read(rec.s2[tpos], "s2")
         extra = [tpos] if self.target_s1 else []
-        arrays = [*s2, *s1, *masks, target, *(_read_s1(rec, p, None) for p in extra)]
+        arrays = [*s2, *s1, *masks, target,
+                  *(_read_s1(rec, p, None, self.s1_db_range) for p in extra)]
         s1_paths = [rec.s1[p] or rec.s2[p] for p in pos]
         _check_sizes(arrays, [*(rec.s2[p] for p in pos), *s1_paths,
                               *(rec.s2[p] for p in pos), rec.s2[tpos],
@@ -268,18 +273,30 @@ class SEN12MSCRTS(Dataset):
                 f"samples={len(self)}, skipped={self.n_skipped})")
 
 
-def _read(path: Path, mod: str) -> np.ndarray:
-    """Read and scale one image to [0, 1] float32; warns if NaN/inf pixels were replaced."""
+def _s1_range(ranges: Sequence[tuple[float, float]] | None
+              ) -> tuple[tuple[float, float], ...] | None:
+    """The checked S1 range; None for crbench's default (so that path is the one of before)."""
+    from .io import check_s1_range
+
+    pairs = check_s1_range(ranges)
+    return None if pairs == DEFAULT_S1_DB_RANGE else pairs
+
+
+def _read(path: Path, mod: str, s1_range: Sequence[tuple[float, float]] | None = None
+          ) -> np.ndarray:
+    """Read and scale one image to [0, 1] float32 (S1 over ``s1_range``, default [-25, 0] dB);
+    warns if NaN/inf pixels were replaced."""
     from .io import read_s1, read_s2, scale_s1, scale_s2
 
     read = read_s2(path) if mod == "s2" else read_s1(path)
     if read.nonfinite:
         warnings.warn(f"{path}: {read.nonfinite} NaN/inf pixel values replaced by 0",
                       NonFiniteWarning, stacklevel=3)
-    return scale_s2(read.array) if mod == "s2" else scale_s1(read.array)
+    return scale_s2(read.array) if mod == "s2" else scale_s1(read.array, s1_range)
 
 
-def _read_s1(rec: PatchRecord, pos: int, size: Sequence[int] | None) -> np.ndarray:
+def _read_s1(rec: PatchRecord, pos: int, size: Sequence[int] | None,
+             s1_range: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
     """S1 of date position ``pos``; zeros of ``size`` where the patch has no S1 image there
     (methods that need S1 are refused on such patches before a run, see
     :attr:`crbench.data.index.PatchRecord.has_s1`).
@@ -289,7 +306,7 @@ def _read_s1(rec: PatchRecord, pos: int, size: Sequence[int] | None) -> np.ndarr
     """
     path = rec.s1[pos]
     if path is not None:
-        return _read(path, "s1")
+        return _read(path, "s1", s1_range)
     if size is None:
         raise DataError(f"{rec.roi} patch {rec.patch}: no S1 image of date t={rec.ts[pos]}, "
                         "which this use needs (the target's S1)")

@@ -9,6 +9,7 @@ counting them, so nothing is silently dropped.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from crbench.constants import N_S1_BANDS, N_S2_BANDS, S1_DB_MAX, S1_DB_MIN, S2_MAX
 from crbench.data.layout import not_a_file
-from crbench.errors import DataError, DatasetNotFoundError
+from crbench.errors import DataError, DatasetNotFoundError, UsageError
 
 # Do not list the directory on every open (a date directory of the real dataset holds
 # hundreds of patches; we never use sidecar files such as .aux.xml or .ovr).
@@ -181,8 +182,41 @@ def scale_s2(raw: np.ndarray) -> np.ndarray:
     return np.clip(raw, 0.0, S2_MAX) / np.float32(S2_MAX)
 
 
-def scale_s1(db: np.ndarray) -> np.ndarray:
-    """S1 backscatter in dB -> [0, 1]: clip to [-25, 0] dB, then rescale linearly (float32)."""
+def scale_s1(db: np.ndarray, ranges: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
+    """S1 backscatter in dB -> [0, 1]: clip each band to its dB range, then rescale linearly.
+
+    Args:
+        db: (2, H, W) (VV, VH) in dB; without ``ranges`` any shape (one range for all values).
+        ranges: (min, max) dB of each band, e.g. ``((-25, 0), (-32.5, 0))``; None: [-25, 0]
+            dB for every value (crbench's default, DESIGN.md).
+
+    Returns:
+        float32 of the shape of ``db``.
+    """
     db = np.asarray(db, dtype=np.float32)
-    span = np.float32(S1_DB_MAX - S1_DB_MIN)
-    return (np.clip(db, S1_DB_MIN, S1_DB_MAX) - np.float32(S1_DB_MIN)) / span
+    if ranges is None:
+        span = np.float32(S1_DB_MAX - S1_DB_MIN)
+        return (np.clip(db, S1_DB_MIN, S1_DB_MAX) - np.float32(S1_DB_MIN)) / span
+    out = np.empty_like(db)
+    for band, (low, high) in enumerate(ranges):
+        lo, hi = np.float32(low), np.float32(high)
+        out[band] = (np.clip(db[band], lo, hi) - lo) / (hi - lo)
+    return out
+
+
+def check_s1_range(ranges: Any) -> tuple[tuple[float, float], ...] | None:
+    """``ranges`` as a tuple of (min, max) dB per S1 band (None stays None: the default).
+
+    Raises:
+        UsageError: not one (min, max) pair with min < max for each of VV and VH.
+    """
+    if ranges is None:
+        return None
+    try:
+        pairs = tuple((float(lo), float(hi)) for lo, hi in ranges)
+    except (TypeError, ValueError):
+        pairs = ()
+    if len(pairs) != N_S1_BANDS or any(not lo < hi for lo, hi in pairs):
+        raise UsageError(f"s1_db_range: bad value {ranges!r}; expected ((vv_min, vv_max), "
+                         "(vh_min, vh_max)) in dB with min < max, e.g. ((-25, 0), (-32.5, 0))")
+    return pairs

@@ -122,7 +122,7 @@ def evaluate(cfg: RunConfig, mr: MethodRun, method: Method, selected: pd.DataFra
     todo, done = _todo(cfg, mr, selected)
     if todo.empty:
         return
-    loader = _loader(cfg, mr.L, todo, cache, device)
+    loader = _loader(cfg, mr.L, todo, cache, device, getattr(method, "s1_db_range", None))
     bar = tqdm(total=len(selected), initial=mr.n_evaluated, desc=f"{mr.method} L={mr.L}",
                unit="sample", disable=not cfg.progress, dynamic_ncols=True, leave=True)
     sidecars = {"spread": (spread_path(cfg.out, mr.method, mr.L, cfg.shard), SPREAD_COLUMNS,
@@ -147,7 +147,7 @@ def evaluate(cfg: RunConfig, mr: MethodRun, method: Method, selected: pd.DataFra
 
 
 def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
-            device: torch.device) -> torch.utils.data.DataLoader:
+            device: torch.device, s1_db_range: Any = None) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader
 
     from ..api import collate
@@ -155,7 +155,7 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
 
     ds = SEN12MSCRTS(cfg.data, split=cfg.split, L=seq_len, region=cfg.region, sampler="fixed",
                      protocol=cfg.protocol, index=todo, only_matching=True, cache=cache,
-                     seed=cfg.seed)
+                     seed=cfg.seed, s1_db_range=s1_db_range)
     # workers read and decode while the device predicts; persistent for the loader's lifetime
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                       collate_fn=collate, pin_memory=device.type == "cuda",

@@ -383,7 +383,8 @@ def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
     from ..data.dataset import SEN12MSCRTS
 
     kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
-                              "sampler": sampler, "seed": opts.seed, "crop": opts.crop}
+                              "sampler": sampler, "seed": opts.seed, "crop": opts.crop,
+                              "s1_db_range": opts.s1_db_range}
     if sampler == "fixed":  # validation: whole images, the target is never an input
         kwargs.update(protocol="strict", crop=None)
     ds = SEN12MSCRTS(root, **kwargs)

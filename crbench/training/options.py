@@ -96,6 +96,8 @@ class TrainOptions:
 
     ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split
     (strict protocol) are used for validation every ``val_every`` steps (None: every epoch).
+    ``s1_db_range`` is the method's S1 dB range (:attr:`crbench.api.Method.s1_db_range`),
+    given to the training and validation datasets (None: the default [-25, 0] dB).
     """
 
     seq_len: int
@@ -112,6 +114,7 @@ class TrainOptions:
     val_samples: int = 4
     val_every: int | None = None
     log_every: int = 10
+    s1_db_range: tuple[tuple[float, float], ...] | None = None
 
 
 def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:
