@@ -1,6 +1,6 @@
 """Synthetic SEN12MS-CR-TS in the real layout, with ground-truth clouds (``crbench synth``).
 
-Owns: :mod:`.tree` (writing the tree, the ground truth and its manifest: :func:`synthesize`,
+Owns: :mod:`.cr_tree` (the SEN12MS-CR tree: :func:`synthesize_cr`), :mod:`.tree` (writing the tree, the ground truth and its manifest: :func:`synthesize`,
 :func:`load_truth`), :mod:`.scene` (land cover, reflectance, SAR), :mod:`.clouds` (cloud
 fields, radiometry, shadows, truth classes), :mod:`.noise` (deterministic noise fields).
 
@@ -8,6 +8,7 @@ May import: ``crbench.errors``, ``crbench.constants`` and ``crbench.data`` (the 
 nothing that evaluates or reports (see README, "Architecture").
 """
 
+from .cr_tree import cr_line, synthesize_cr
 from .tree import (
     LandCover,
     PatchTruth,
@@ -23,5 +24,5 @@ from .tree import (
 
 __all__ = [
     "LandCover", "PatchTruth", "SynthSummary", "TruthClass", "interleaved_rois", "load_truth",
-    "roi_dates", "roi_georef", "synthesize", "truth_path",
+    "roi_dates", "roi_georef", "synthesize", "truth_path", "synthesize_cr", "cr_line",
 ]
