@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .dataset_arg import add_dataset_arg, resolve
+
 _META_KEYS = ("method", "preset", "seq_len", "train_seq_len")  # config keys that are not settings
 
 
@@ -27,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", metavar="METHOD",
                    help="registered method name (see `crbench methods`)")
-    p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="SEN12MS-CR-TS root")
+    p.add_argument("--data", required=True, type=Path, metavar="ROOT",
+                   help="SEN12MS-CR-TS or SEN12MS-CR root")
+    add_dataset_arg(p)
     p.add_argument("--L", dest="seq_len", required=True, type=int, metavar="N",
                    help="number of input dates")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
@@ -179,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     check_fresh_out(args)
     method = build_method(args)
     check_root(args.data, flag="--data")
+    resolve(args.data, args.dataset, "--data", (args.seq_len,))
     start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,
