@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from crbench.constants import BLANK_EPS, N_S2_BANDS, S2CLOUDLESS_KWARGS
-from crbench.data.io import read_s2, scale_s2
 from crbench.data.cr import FILE_RE as CR_FILE_RE
+from crbench.data.io import read_s2, scale_s2
 from crbench.data.layout import EXPECTED_LAYOUT, parse_name
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
 

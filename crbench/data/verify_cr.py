@@ -133,7 +133,7 @@ def verify_cr(root: Path, progress: bool = False, workers: int = 4) -> CRVerifyR
                     f"no {_ROLE[mod]} of patch {patch}; the patch is not used"))
                 ok = False
         shapes = set()
-        for mod, path in files.items():
+        for path in files.values():
             chk = checks[path]
             for kind, detail in chk.problems:
                 report.problems.append(Problem(kind, _rel(root, path), detail))
