@@ -95,7 +95,7 @@ def test_pipeline_on_synthetic_tree(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 0 and "SEN12MS-CR, 3 scenes x 2 patches" in out
     rc, out, _ = _cli(capsys, "data", "verify", root, "--no-progress")
     assert rc == 0 and "usable: yes (6 of 6 patches complete; L = 1)" in out
-    rc, out, _ = _cli(capsys, "data", "masks", root, "--no-progress")
+    rc, out, _ = _cli(capsys, "data", "masks", root, "--no-progress", "--dataset", "sen12mscr")
     assert rc == 0 and "12 images, 12 computed" in out  # 6 patches x (cloudy, clear)
     index = tmp_path / "index.csv"
     rc, _, _ = _cli(capsys, "data", "index", root, "--split", "all", "--L", "1", "--out", index,
@@ -106,6 +106,11 @@ def test_pipeline_on_synthetic_tree(tmp_path: Path, capsys: pytest.CaptureFixtur
     rc, _, err = _cli(capsys, "data", "index", root, "--split", "all", "--L", "3", "--out",
                       index, "--no-progress")
     assert rc == 2 and "--L: bad value 3 for SEN12MS-CR" in err and len(err.splitlines()) == 1
+    pairs = tmp_path / "generic_1_all_all_s2cloudless_mask.npy"
+    pairs.write_bytes(b"")
+    rc, _, err = _cli(capsys, "data", "index", root, "--split", "all", "--L", "1", "--out",
+                      index, "--import-pairs", pairs, "--allow-pickle")
+    assert rc == 2 and "--import-pairs: " in err and "SEN12MS-CR tree" in err
     rc, _, err = _cli(capsys, "data", "verify", root, "--dataset", "sen12mscrts")
     assert rc == 2 and "--dataset: sen12mscrts given but ROOT" in err
     ckpt = tmp_path / "ckpt"

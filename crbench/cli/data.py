@@ -43,7 +43,7 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `crbench data` and its subcommands verify, masks and index."""
     p = sub.add_parser("data", help="check a dataset, precompute cloud masks, write the index",
-                       description="Dataset tools for SEN12MS-CR-TS trees.")
+                       description="Dataset tools for SEN12MS-CR-TS and SEN12MS-CR trees.")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
     dsub.required = True
 
@@ -195,6 +195,7 @@ def _run_index(args: argparse.Namespace) -> int:
         write_index,
     )
     from ..data.sampler import Protocol, check_cov_bounds, check_seq_len
+    from ..errors import UsageError
 
     check_seq_len(args.L)
     check_min_dates(args.min_dates, args.L)
@@ -205,7 +206,10 @@ def _run_index(args: argparse.Namespace) -> int:
     protocol = Protocol.parse(args.protocol)
     check_split_region(args.split, args.region)
     check_root(args.root)  # before the cache, whose default directory lives under ROOT
-    _dataset(args, (args.L,))
+    if _dataset(args, (args.L,)) == "sen12mscr" and args.import_pairs is not None:
+        raise UsageError(f"--import-pairs: {args.import_pairs.name} pairs SEN12MS-CR-TS dates, "
+                         "but ROOT is a SEN12MS-CR tree (one cloudy and one clear image per "
+                         "patch); leave --import-pairs out")
     if args.import_pairs is not None:
         frame = _import(args)
     else:

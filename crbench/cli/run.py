@@ -17,7 +17,8 @@ from .dataset_arg import add_dataset_arg, resolve
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="evaluate methods x L on a split (resumable, shardable)",
-        description="Evaluate each method at each L on a split of SEN12MS-CR-TS; one row per "
+        description="Evaluate each method at each L on a split of SEN12MS-CR-TS (or "
+                    "SEN12MS-CR, L = 1); one row per "
                     "sample goes to <out>/rows/*.csv as it is computed. Rerunning the same "
                     "command resumes an interrupted run.")
     p.add_argument("--data", type=Path, required=True, metavar="ROOT", help="dataset root")
