@@ -211,3 +211,23 @@ def test_real_files_read_with_band_order_dtype_and_scaling(tmp_path: Path) -> No
     assert s1[0].mean() > s1[1].mean()  # VV above VH, as for real backscatter
     np.testing.assert_array_equal(s.target.numpy(), np.full((13, 256, 256), 0.1, np.float32))
     assert 0.05 < s.meta.coverage_inputs[0] < 0.95 and s.meta.input_idx == [0]
+
+
+def _digest(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.tif"))}
+
+
+def test_synth_is_reproducible_and_replaces_either_data_set(tmp_path: Path) -> None:
+    from crbench.synth import synthesize, synthesize_cr
+
+    root = tmp_path / "r"
+    synthesize_cr(root, scenes=2, patches=1, size=32, seed=3)
+    first = _digest(root)
+    assert len(first) == 6 and cr.detect_dataset(root) == "sen12mscr"
+    synthesize_cr(root, scenes=2, patches=1, size=32, seed=3)
+    assert _digest(root) == first
+    synthesize(root, rois=1, patches=1, size=32, seed=0)  # the CR scene folders go
+    assert cr.detect_dataset(root) == "sen12mscrts"
+    synthesize_cr(root, scenes=1, patches=1, size=32, seed=3)  # and the ROI folders
+    assert sorted(p.name for p in root.iterdir()) == [
+        "ROIs1158_spring_s1", "ROIs1158_spring_s2", "ROIs1158_spring_s2_cloudy", "_truth"]

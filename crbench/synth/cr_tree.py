@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,26 +109,6 @@ def _write_cr_patch(root: Path, scene: str, patch: int, size: int, seed: int) ->
     return float(cloud.mean())
 
 
-def _prepare(root: Path, force: bool) -> None:
-    """Clear a previous SEN12MS-CR synth output; otherwise as the SEN12MS-CR-TS generator
-    (a previous SEN12MS-CR-TS output is cleared, a foreign non-empty root refused)."""
-    try:
-        old = json.loads((root / TRUTH_DIR / MANIFEST).read_text())
-    except (OSError, ValueError):
-        old = None
-    if isinstance(old, dict) and old.get("generator") == "crbench.synth" and \
-            old.get("dataset") == cr.SEN12MSCR:
-        for scene in old.get("scenes", []):
-            season, number = str(scene).split("/")
-            for mod in cr.MODS:
-                shutil.rmtree(root / f"{season}_{mod}" / f"{mod}_{number}", ignore_errors=True)
-        for entry in root.iterdir():
-            if cr.SEASON_DIR_RE.match(entry.name) and entry.is_dir() and \
-                    not any(entry.iterdir()):
-                entry.rmdir()
-    _prepare_root(root, force)  # clears _truth of a previous output
-
-
 def synthesize_cr(root: Path, scenes: int = 3, patches: int = 2, size: int = 128,
                   seed: int = 0, force: bool = False) -> SynthSummary:
     """Write a synthetic SEN12MS-CR tree under ``root``.
@@ -152,7 +131,7 @@ def synthesize_cr(root: Path, scenes: int = 3, patches: int = 2, size: int = 128
     keys = _resolve(scenes)
     _check_args(patches, size, seed, 1)
     root = Path(root)
-    _prepare(root, force)
+    _prepare_root(root, force)  # clears a previous synth output of either data set
     summary = SynthSummary(root=root, rois=keys, patches=int(patches), size=int(size),
                            seed=int(seed), n_files=0, truth_dir=root / TRUTH_DIR)
     for scene in keys:
