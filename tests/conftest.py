@@ -22,6 +22,17 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cr_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic SEN12MS-CR tree: 3 scenes (test, train, val), 2 patches, 64x64,
+    seed 1."""
+    from crbench.synth import synthesize_cr
+
+    root = tmp_path_factory.mktemp("sen12mscr")
+    synthesize_cr(root, scenes=3, patches=2, size=64, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
 def train_batch(synth_root: Path):  # -> crbench.api.Batch
     """One real sample of the synthetic train split (random sampler, 32 px crop, seed 0)."""
     from crbench.api import collate

@@ -7,14 +7,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from .dataset_arg import add_dataset_arg, resolve
+
 _SPLITS = ("train", "val", "test", "all")
 _REGIONS = ("all", "africa", "america", "asiaEast", "asiaWest", "europa")
-_LAYOUT_HINT = ("ROOT is the SEN12MS-CR-TS root: ROOT/<ROIsXXXX>/<id>/{S1,S2}/<t>/*.tif "
+_LAYOUT_HINT = ("ROOT is the SEN12MS-CR-TS root: ROOT/<ROIsXXXX>/<id>/{S1,S2}/<t>/*.tif, or the "
+                "SEN12MS-CR root: ROOT/ROIsXXXX_<season>_{s1,s2,s2_cloudy}/<mod>_<scene>/*.tif "
                 "(try `crbench synth ROOT` for a small synthetic one)")
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="ROOT", type=Path, help=_LAYOUT_HINT)
+    add_dataset_arg(p)
 
 
 def _add_split_region(p: argparse.ArgumentParser, split_default: str | None) -> None:
@@ -39,7 +43,7 @@ def _add_cache(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `crbench data` and its subcommands verify, masks and index."""
     p = sub.add_parser("data", help="check a dataset, precompute cloud masks, write the index",
-                       description="Dataset tools for SEN12MS-CR-TS trees.")
+                       description="Dataset tools for SEN12MS-CR-TS and SEN12MS-CR trees.")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(p))
     dsub.required = True
 
@@ -138,13 +142,28 @@ def _check_pairs_file(path: Path | None) -> None:
                      "generic_<L>_<split>_<region>_s2cloudless_mask.npy")
 
 
+def _dataset(args: argparse.Namespace, seq_lens: tuple[int, ...] = ()) -> str:
+    """The data set of ROOT. Without --dataset, a root that is missing or matches neither
+    layout is left to the SEN12MS-CR-TS reader, whose message names what it expected."""
+    from ..data.cr import SEN12MSCRTS, detect_dataset
+
+    if args.dataset is None and detect_dataset(args.root) is None:
+        return SEN12MSCRTS
+    return resolve(args.root, args.dataset, "ROOT", seq_lens)
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     from ..data.verify import verify_tree
     from ..errors import UsageError
 
     if args.workers < 1:
         raise UsageError(f"--workers: bad value {args.workers}; expected a positive integer")
-    report = verify_tree(args.root, progress=not args.no_progress, workers=args.workers)
+    if _dataset(args) == "sen12mscr":
+        from ..data.verify_cr import verify_cr
+
+        report = verify_cr(args.root, progress=not args.no_progress, workers=args.workers)
+    else:
+        report = verify_tree(args.root, progress=not args.no_progress, workers=args.workers)
     print(report.summary())
     return 0 if report.usable else 2
 
@@ -153,6 +172,7 @@ def _run_masks(args: argparse.Namespace) -> int:
     from ..data.index import scan_tree
 
     _check_cache_dir(args.cache_dir)
+    _dataset(args)
     records = scan_tree(args.root, args.split, args.region)
     cache = _cache(args)
     stats = cache.precompute([p for rec in records for p in rec.s2], workers=args.workers,
@@ -175,6 +195,7 @@ def _run_index(args: argparse.Namespace) -> int:
         write_index,
     )
     from ..data.sampler import Protocol, check_cov_bounds, check_seq_len
+    from ..errors import UsageError
 
     check_seq_len(args.L)
     check_min_dates(args.min_dates, args.L)
@@ -185,6 +206,10 @@ def _run_index(args: argparse.Namespace) -> int:
     protocol = Protocol.parse(args.protocol)
     check_split_region(args.split, args.region)
     check_root(args.root)  # before the cache, whose default directory lives under ROOT
+    if _dataset(args, (args.L,)) == "sen12mscr" and args.import_pairs is not None:
+        raise UsageError(f"--import-pairs: {args.import_pairs.name} pairs SEN12MS-CR-TS dates, "
+                         "but ROOT is a SEN12MS-CR tree (one cloudy and one clear image per "
+                         "patch); leave --import-pairs out")
     if args.import_pairs is not None:
         frame = _import(args)
     else:

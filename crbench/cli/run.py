@@ -11,14 +11,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from .dataset_arg import add_dataset_arg, resolve
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="evaluate methods x L on a split (resumable, shardable)",
-        description="Evaluate each method at each L on a split of SEN12MS-CR-TS; one row per "
+        description="Evaluate each method at each L on a split of SEN12MS-CR-TS (or "
+                    "SEN12MS-CR, L = 1); one row per "
                     "sample goes to <out>/rows/*.csv as it is computed. Rerunning the same "
                     "command resumes an interrupted run.")
     p.add_argument("--data", type=Path, required=True, metavar="ROOT", help="dataset root")
+    add_dataset_arg(p)
     p.add_argument("--methods", required=True, metavar="A,B",
                    help="comma-separated method names (see `crbench methods`)")
     p.add_argument("--L", type=int, nargs="+", required=True, metavar="N", dest="L",
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed, progress=not args.no_progress,
                     sample_steps=args.sample_steps, samples=args.samples,
                     min_dates=args.min_dates)
+    if args.dataset is not None or cfg.data.is_dir():
+        resolve(cfg.data, args.dataset, "--data", tuple(cfg.seq_lens))
     check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values, tuple(cfg.methods))
     summary = run_all(cfg, on_start=lambda out: print(
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty ROOT that is not a previous synth output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dataset", default="sen12mscrts", metavar="D",
+                   help="sen12mscrts (default) or sen12mscr: the mono-temporal layout "
+                        "ROOT/ROIsXXXX_<season>_{s1,s2,s2_cloudy}/<mod>_<scene>/..._p<n>.tif, "
+                        "--rois N official scenes, one S1, clear and cloudy S2 per patch")
     p.set_defaults(func=run)
 
 
@@ -52,9 +56,17 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from ..synth import synthesize
+    from ..synth import cr_line, synthesize, synthesize_cr
 
+    if args.dataset not in ("sen12mscrts", "sen12mscr"):
+        raise UsageError(f"--dataset: unknown value {args.dataset!r}; expected sen12mscrts or "
+                         "sen12mscr")
     try:
+        if args.dataset == "sen12mscr":
+            summary = synthesize_cr(Path(args.root), scenes=args.rois, patches=args.patches,
+                                    size=args.size, seed=args.seed, force=args.force)
+            print(cr_line(summary), file=sys.stdout)
+            return 0
         summary = synthesize(Path(args.root), rois=args.rois, patches=args.patches,
                              size=args.size, seed=args.seed, progress=not args.quiet,
                              force=args.force, workers=args.workers)

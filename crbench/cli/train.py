@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .dataset_arg import add_dataset_arg, resolve
+
 _META_KEYS = ("method", "preset", "seq_len", "train_seq_len")  # config keys that are not settings
 
 
@@ -28,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", metavar="METHOD",
                    help="registered method name (see `crbench methods`)")
-    p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="SEN12MS-CR-TS root")
+    p.add_argument("--data", required=True, type=Path, metavar="ROOT",
+                   help="SEN12MS-CR-TS or SEN12MS-CR root")
+    add_dataset_arg(p)
     p.add_argument("--L", dest="seq_len", required=True, type=int, metavar="N",
                    help="number of input dates")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
@@ -186,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     check_fresh_out(args)
     method = build_method(args)
     check_root(args.data, flag="--data")
+    resolve(args.data, args.dataset, "--data", (args.seq_len,))
     if os.environ.get("RANK", "0") == "0":
         print(parameter_line(args.method, method.parameter_counts()), file=sys.stdout,
               flush=True)

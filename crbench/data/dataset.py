@@ -19,6 +19,9 @@ from torch.utils.data import Dataset
 from ..api import DEFAULT_S1_DB_RANGE, Inputs, Sample, SampleMeta
 from ..constants import REGIONS, S1_BANDS, S2_BANDS, SPLIT_NAMES, TARGET_CLEAR_MAX
 from ..errors import DataError, UsageError, parse_enum
+from .cr import SEN12MSCR as SEN12MSCR_KEY
+from .cr import SEN12MSCRTS as SEN12MSCRTS_KEY
+from .cr import check_cr_L, detect_dataset
 from .index import (
     PatchRecord,
     build_index,
@@ -74,6 +77,7 @@ class SEN12MSCRTS(Dataset):
         n_skipped: samples left out (non-matching, or patches without a clear date).
     """
 
+    dataset: ClassVar[str] = SEN12MSCRTS_KEY
     all_bands: ClassVar[tuple[str, ...]] = S2_BANDS
     s1_bands: ClassVar[tuple[str, ...]] = S1_BANDS
     splits: ClassVar[tuple[str, ...]] = SPLIT_NAMES
@@ -131,6 +135,10 @@ class SEN12MSCRTS(Dataset):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise UsageError(f"seed: bad value {seed!r}; expected a non-negative integer")
         self.root, self.split, self.region = Path(root).expanduser().absolute(), split, region
+        found = detect_dataset(self.root)
+        if found not in (None, self.dataset):
+            raise UsageError(f"root: {str(self.root)!r} has the {found} layout, not "
+                             f"{self.dataset}'s; use {_CLASSES[found]} (or dataset_class(root))")
         self.seed, self.crop, self.epoch = int(seed), crop, 0
         self.only_matching = bool(only_matching)
         self.target_s1 = bool(target_s1)
@@ -188,6 +196,10 @@ class SEN12MSCRTS(Dataset):
                         if len(cov) > self.L and min(cov) <= TARGET_CLEAR_MAX]
         self.n_skipped = len(self.records) - len(self._random)
 
+    def _draw(self, cov: list[float], rng: np.random.Generator) -> Selection | None:
+        """Random sampler: the positions of one training sample's inputs and target."""
+        return select_random(cov, self.L, rng)
+
     def set_epoch(self, epoch: int) -> None:
         """Reseed the per-item RNG for a new epoch (random dates and crops change)."""
         self.epoch = int(epoch)
@@ -203,7 +215,7 @@ class SEN12MSCRTS(Dataset):
             return self.records[rec_i], sel, cov_target
         rec_i, cov = self._random[idx]
         rec = self.records[rec_i]
-        sel = select_random(cov, self.L, rng)
+        sel = self._draw(cov, rng)
         if sel is None:  # cannot happen: patches without a clear date were left out
             raise DataError(f"{rec.roi} patch {rec.patch}: no clear date to use as target")
         sel_t = Selection([rec.ts[i] for i in sel.input_idx], rec.ts[sel.target_idx], sel.match)
@@ -271,6 +283,66 @@ class SEN12MSCRTS(Dataset):
         return (f"SEN12MSCRTS(root={str(self.root)!r}, split={self.split!r}, "
                 f"region={self.region!r}, sampler={self.sampler.value!r}, L={self.L}, "
                 f"samples={len(self)}, skipped={self.n_skipped})")
+
+
+class SEN12MSCR(SEN12MSCRTS):
+    """SEN12MS-CR mono-temporal cloud-removal samples (Ebel et al. 2020) with L = 1.
+
+    Layout, splits (UnCRtainTS's scene lists, matched exactly) and the index rows are those of
+    :mod:`crbench.data.cr`. Each item is the same :class:`crbench.api.Sample` as
+    :class:`SEN12MSCRTS` yields at L = 1: ``inputs`` the cloudy S2 ``(1, 13, H, W)`` and the
+    patch's S1 ``(1, 2, H, W)`` in [0, 1] (same scaling), its s2cloudless mask ``(1, H, W)``
+    from the mask cache, ``days`` 0; the target the cloud-free S2, whose coverage is recorded
+    in ``meta.coverage_target``; ``meta.input_idx`` ``[0]`` and ``target_idx`` 1.
+
+    The fixed sampler keeps the samples whose cloudy image's coverage lies in [min_cov,
+    max_cov] (:func:`crbench.data.cr.select_cr`); the random sampler (training) uses every
+    patch, the only draw being the crop.
+    """
+
+    dataset: ClassVar[str] = SEN12MSCR_KEY
+    regions: ClassVar[tuple[str, ...]] = ("all",)
+
+    def __init__(self, root: Path, split: str = "test", L: int = 1, **kwargs: object) -> None:
+        """As :class:`SEN12MSCRTS` (same keyword arguments); ``L`` must be 1.
+
+        Raises:
+            UsageError: ``L`` other than 1, a region other than ``all``, or the other
+                arguments as :class:`SEN12MSCRTS`.
+        """
+        check_seq_len(L)
+        super().__init__(root, split, check_cr_L(L), **kwargs)  # type: ignore[arg-type]
+
+    def _init_random(self, progress: bool, workers: int) -> None:
+        coverages = patch_coverage(self.records, self.cache, workers=workers, progress=progress)
+        self._random = list(enumerate(coverages))
+        self.n_skipped = 0
+
+    def _draw(self, cov: list[float], rng: np.random.Generator) -> Selection | None:
+        return Selection([0], 1, True)
+
+
+_CLASSES = {SEN12MSCRTS_KEY: "SEN12MSCRTS", SEN12MSCR_KEY: "SEN12MSCR"}
+
+
+def dataset_class(root: Path) -> type[SEN12MSCRTS]:
+    """:class:`SEN12MSCR` for a root with the SEN12MS-CR layout, else :class:`SEN12MSCRTS`.
+
+    Raises:
+        DataError: the root holds both layouts.
+    """
+    return SEN12MSCR if detect_dataset(Path(root)) == SEN12MSCR_KEY else SEN12MSCRTS
+
+
+def read_scaled(path: Path, mod: str) -> np.ndarray:
+    """Read one image and scale it as every sample is (DESIGN.md): S2 (``mod`` "s2") clipped
+    to [0, 10000] / 10000, S1 ("s1") clipped to [-25, 0] dB -> [0, 1]; float32 (C, H, W) in
+    the file's band order.
+
+    Raises:
+        DataError / DatasetNotFoundError: unreadable or missing file, wrong band count.
+    """
+    return _read(path, mod)
 
 
 def _s1_range(ranges: Sequence[tuple[float, float]] | None

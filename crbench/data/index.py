@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..constants import ALL_ROIS, MODALITIES, N_DATES, REGIONS, S1_LAUNCH, SPLIT_NAMES, rois_for
 from ..errors import DataError, DatasetNotFoundError, UsageError
+from .cr import SEN12MSCR, check_cr_L, detect_dataset, scan_cr, select_cr
 from .layout import EXPECTED_LAYOUT, FileKey, list_date_dir
+from .records import PatchRecord
 from .sampler import Protocol, Selection, check_cov_bounds, check_seq_len, select_fixed
 
 if TYPE_CHECKING:
@@ -28,49 +29,6 @@ if TYPE_CHECKING:
 INDEX_COLUMNS: tuple[str, ...] = ("roi", "patch", "input_idx", "target_idx", "coverage_inputs",
                                   "coverage_target", "match")
 LIST_SEP = ";"
-
-
-@dataclass
-class PatchRecord:
-    """All dates of one patch.
-
-    Attributes:
-        roi: ROI key, e.g. ``"ROIs1868/119"``.
-        patch: patch number from the file names.
-        s1: the S1 GeoTIFF of each date in ``ts`` (None where that date has no S1 image).
-        s2: the S2 GeoTIFF of each date in ``ts``.
-        days: S2 acquisition day of each date, counted from the S1 launch (2014-04-03).
-        ts: the date indices t (as in the file names) the patch has S2 images of, in
-            temporal order; all of 0..29 for a complete patch (the default when empty).
-    """
-
-    roi: str
-    patch: int
-    s1: list[Path | None] = field(default_factory=list)
-    s2: list[Path] = field(default_factory=list)
-    days: list[int] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.ts:
-            self.ts = list(range(len(self.s2)))
-
-    def pos(self, t: int) -> int:
-        """Position in ``s1``/``s2``/``days`` of date index ``t``.
-
-        Raises:
-            DataError: the patch has no image of date ``t``.
-        """
-        try:
-            return self.ts.index(int(t))
-        except ValueError:
-            raise DataError(f"{self.roi} patch {self.patch}: no S2 image of date t={t} (the "
-                            f"patch has t = {_format_list(self.ts)}); rebuild the index") from None
-
-    @property
-    def has_s1(self) -> bool:
-        """Whether every date of the patch has its S1 image."""
-        return all(p is not None for p in self.s1)
 
 
 def check_split_region(split: str, region: str) -> tuple[str, ...]:
@@ -159,6 +117,9 @@ def _scan_roi(root: Path, roi: str) -> list[PatchRecord]:
 def scan_tree(root: Path, split: str = "test", region: str = "all") -> list[PatchRecord]:
     """List the patches of one split from the file names (no image is opened).
 
+    A SEN12MS-CR root (:func:`crbench.data.cr.detect_dataset`) is listed by
+    :func:`crbench.data.cr.scan_cr` instead: one record of two dates (cloudy, clear) per patch.
+
     ROIs come in the toolbox's order (ROIs1158, ROIs1868, ROIs1970, ROIs2017, ids as listed),
     patches by number. ROIs of the split that are absent are left out, like the toolbox does.
 
@@ -175,8 +136,10 @@ def scan_tree(root: Path, split: str = "test", region: str = "all") -> list[Patc
         DatasetNotFoundError: ``root`` is missing, or none of the split's ROIs is present.
         DataError: a patch lacks a date of one modality.
     """
-    wanted = set(check_split_region(split, region))
     root = check_root(root)
+    if detect_dataset(root) == SEN12MSCR:
+        return scan_cr(root, split, region)
+    wanted = set(check_split_region(split, region))
     present = rois_present(root)
     rois = [roi for roi in present if roi in wanted]
     records = [rec for roi in rois for rec in _scan_roi(root, roi)]
@@ -185,8 +148,12 @@ def scan_tree(root: Path, split: str = "test", region: str = "all") -> list[Patc
         raise DatasetNotFoundError(
             f"split {split!r} of region {region!r} is empty under {str(root)!r}: it expects the "
             f"ROIs {_short_list(sorted(wanted))}; ROIs found: {found}. "
-            f"Expected layout: {EXPECTED_LAYOUT}")
+            f"Expected layout: {EXPECTED_LAYOUT}{'' if present else _CR_HINT}")
     return records
+
+
+_CR_HINT = (" (SEN12MS-CR-TS), or ROOT/ROIsXXXX_<season>_{s1,s2,s2_cloudy}/<mod>_<scene>/"
+            "ROIsXXXX_<season>_<mod>_<scene>_p<n>.tif (SEN12MS-CR)")
 
 
 def _short_list(items: Sequence[str], limit: int = 15) -> str:
@@ -248,6 +215,11 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
     names) when it has at least ``max(L + 1, min_dates)`` of them; patches with fewer are
     left out (:func:`usable_records`).
 
+    On a SEN12MS-CR root (L must be 1) every patch gives the row input_idx "0" (the cloudy
+    image), target_idx 1 (the cloud-free one), matching when the cloudy image's coverage lies
+    in [min_cov, max_cov] (:func:`crbench.data.cr.select_cr`); ``protocol`` and
+    ``min_dates`` do not apply.
+
     Coverage comes from the mask cache; masks not cached yet are computed once (in
     ``workers`` processes, with a progress bar if ``progress``) and stored.
 
@@ -275,7 +247,11 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
     L = check_seq_len(L)
     min_cov, max_cov = check_cov_bounds(min_cov, max_cov)
     protocol = Protocol.parse(protocol)
-    records = usable_records(scan_tree(root, split, region), L, min_dates)
+    cr = detect_dataset(check_root(root)) == SEN12MSCR
+    if cr:
+        check_cr_L(L)
+    records = scan_tree(root, split, region)
+    records = records if cr else usable_records(records, L, min_dates)
     if cache is None:
         from .masks import MaskCache
 
@@ -283,7 +259,8 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
     coverages = patch_coverage(records, cache, workers=workers, progress=progress)
     rows = []
     for rec, cov in zip(records, coverages, strict=True):
-        sel = select_fixed(cov, L, min_cov, max_cov, protocol)
+        sel = select_cr(cov, min_cov, max_cov) if cr else \
+            select_fixed(cov, L, min_cov, max_cov, protocol)
         by_t = [math.nan] * N_DATES
         for t, c in zip(rec.ts, cov, strict=True):
             by_t[t] = c

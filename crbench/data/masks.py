@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from crbench.constants import BLANK_EPS, N_S2_BANDS, S2CLOUDLESS_KWARGS
+from crbench.data.cr import FILE_RE as CR_FILE_RE
 from crbench.data.io import read_s2, scale_s2
 from crbench.data.layout import EXPECTED_LAYOUT, parse_name
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
@@ -361,7 +362,10 @@ class MaskCache:
 
     def _group_path(self, rel: str) -> Path:
         """The cache file of the patch an image belongs to."""
-        key = parse_name(rel.rsplit("/", 1)[-1])
+        name = rel.rsplit("/", 1)[-1]
+        key, cr = parse_name(name), CR_FILE_RE.match(name)
+        if cr is not None:  # SEN12MS-CR: the cloudy and the clear image of a patch together
+            return self.cache_dir / f"{cr['season']}/{cr['scene']}/patch_{int(cr['patch'])}.npz"
         if key is None:
             return self.cache_dir / "_other" / f"{hashlib.sha1(rel.encode()).hexdigest()}.npz"
         return self.cache_dir / key.roi / f"patch_{key.patch}.npz"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crbench.constants import ALL_ROIS, BLANK_EPS, MODALITIES, N_DATES, N_S1_BANDS, N_S2_BANDS
+from crbench.data.cr import CR_LAYOUT
 from crbench.data.io import BandCountError, odd_values, read_raster, scale_s2
 from crbench.data.layout import EXPECTED_LAYOUT, list_date_dir, parse_name
 from crbench.errors import DataError, DatasetNotFoundError
@@ -417,8 +418,8 @@ def verify_tree(root: Path, progress: bool = False, workers: int = 4) -> VerifyR
     rois = [walker.scan_roi(key, path) for key, path in walker.roi_dirs()]
     report.n_rois = len(rois)
     if not rois:
-        walker.add(ProblemKind.ROOT_EMPTY, str(root), f"no ROI directories found; expected "
-                   f"{EXPECTED_LAYOUT}")
+        walker.add(ProblemKind.ROOT_EMPTY, str(root), "no ROI directories found; expected "
+                   f"SEN12MS-CR {CR_LAYOUT} or SEN12MS-CR-TS {EXPECTED_LAYOUT}")
     full = {roi.key: walker.match_patches(roi) for roi in rois}
     items = [(path, mod) for roi in rois for mod, dates in roi.files.items()
              for t in sorted(dates) for path in dates[t].values()]

@@ -151,11 +151,12 @@ def _loader(cfg: RunConfig, seq_len: int, todo: pd.DataFrame, cache: Any,
     from torch.utils.data import DataLoader
 
     from ..api import collate
-    from ..data.dataset import SEN12MSCRTS
+    from ..data.dataset import dataset_class
 
-    ds = SEN12MSCRTS(cfg.data, split=cfg.split, L=seq_len, region=cfg.region, sampler="fixed",
-                     protocol=cfg.protocol, index=todo, only_matching=True, cache=cache,
-                     seed=cfg.seed, s1_db_range=s1_db_range)
+    ds = dataset_class(cfg.data)(cfg.data, split=cfg.split, L=seq_len, region=cfg.region,
+                                 sampler="fixed", protocol=cfg.protocol, index=todo,
+                                 only_matching=True, cache=cache, seed=cfg.seed,
+                                 s1_db_range=s1_db_range)
     # workers read and decode while the device predicts; persistent for the loader's lifetime
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                       collate_fn=collate, pin_memory=device.type == "cuda",

@@ -408,9 +408,12 @@ def partial_dates(cfg: RunConfig) -> tuple[dict[str, str], set[tuple[str, int, i
     """"<roi> patch <n>" -> "t;t;..." for every patch of the split that lacks a date or an
     S1 image (empty for a complete tree), so the manifest says what a partial run had; and
     the (roi, patch, t) of every date without its S1 image."""
+    from ..data.cr import SEN12MSCR, detect_dataset
     from ..data.index import scan_tree
 
     out, lacking = {}, set()
+    if detect_dataset(cfg.data) == SEN12MSCR:  # one cloudy and one clear image per patch
+        return out, lacking
     for rec in scan_tree(cfg.data, cfg.split, cfg.region):
         if len(rec.ts) < N_DATES or not rec.has_s1:
             no_s1 = [t for t, p in zip(rec.ts, rec.s1, strict=True) if p is None]

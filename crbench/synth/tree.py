@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import ALL_ROIS, N_DATES, S1_BANDS, S2_BANDS, S2_MAX, SPLITS
+from ..data.cr import MODS as CR_MODS
 from ..data.layout import file_path
 from ..errors import UsageError
 from .clouds import TruthClass, apply_clouds, plan_dates
@@ -330,11 +331,27 @@ def _previous_rois(root: Path) -> list[str] | None:
     return [r for r in old.get("rois", []) if r in ALL_ROIS]
 
 
+def _clear_scenes(root: Path) -> None:
+    """Remove the scene folders a previous SEN12MS-CR synth output lists in its manifest
+    (:mod:`.cr_tree`), and the season folders left empty."""
+    try:
+        scenes = json.loads((root / TRUTH_DIR / MANIFEST).read_text()).get("scenes", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for scene in scenes if isinstance(scenes, list) else []:
+        season, number = str(scene).partition("/")[::2]
+        for mod in CR_MODS:
+            shutil.rmtree(root / f"{season}_{mod}" / f"{mod}_{number}", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (root / f"{season}_{mod}").rmdir()
+
+
 def _prepare_root(root: Path, force: bool) -> None:
     """Refuse a non-empty foreign directory; clear a previous synth output.
 
-    A previous output (``ROOT/_truth/synth.json`` written by this module) loses its ROI
-    folders and ``_truth``; anything else in ROOT (e.g. the mask cache ``.crbench``) stays.
+    A previous output (``ROOT/_truth/synth.json`` written by this module or :mod:`.cr_tree`)
+    loses its ROI (or SEN12MS-CR scene) folders and ``_truth``; anything else in ROOT (e.g.
+    the mask cache ``.crbench``) stays.
     """
     if root.exists() and not root.is_dir():
         raise UsageError(f"root: {root} exists and is not a directory; expected a new or "
@@ -345,6 +362,7 @@ def _prepare_root(root: Path, force: bool) -> None:
             shutil.rmtree(root / roi, ignore_errors=True)
             with contextlib.suppress(OSError):  # the ROIsXXXX folder, once empty
                 (root / roi).parent.rmdir()
+        _clear_scenes(root)
         shutil.rmtree(root / TRUTH_DIR, ignore_errors=True)
     elif root.is_dir() and any(p.name != ".crbench" for p in root.iterdir()) and not force:
         raise UsageError(f"root: {root} is not empty and is not a previous `crbench synth` "

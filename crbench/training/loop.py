@@ -380,16 +380,17 @@ def write_history(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
 
 # ----------------------------------------------------------------------------- data-set driver
 def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
-    from ..data.dataset import SEN12MSCRTS
+    from ..data.dataset import dataset_class
 
+    cls = dataset_class(root)  # SEN12MSCRTS, or SEN12MSCR for that layout
     kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
                               "sampler": sampler, "seed": opts.seed, "crop": opts.crop,
                               "s1_db_range": opts.s1_db_range}
     if sampler == "fixed":  # validation: whole images, the target is never an input
         kwargs.update(protocol="strict", crop=None)
-    ds = SEN12MSCRTS(root, **kwargs)
+    ds = cls(root, **kwargs)
     if sampler == "fixed" and len(ds) == 0:  # no matching sample: validate on all of them
-        ds = SEN12MSCRTS(root, only_matching=False, **kwargs)
+        ds = cls(root, only_matching=False, **kwargs)
     return ds
 
 

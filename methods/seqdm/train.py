@@ -249,18 +249,19 @@ def _batches(source: DatasetSource, iteration: int) -> Iterator[tuple[Batch, Sha
 
 def _datasets(data_root: Path, L: int, region: str, crop: int | None, seed: int
               ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
-    from crbench.data.dataset import SEN12MSCRTS
+    from crbench.data.dataset import dataset_class
 
-    train = SEN12MSCRTS(data_root, split="train", L=L, region=region, sampler="random",
-                        seed=seed, crop=crop, target_s1=True)
+    cls = dataset_class(data_root)  # SEN12MSCRTS, or SEN12MSCR (L = 1) for that layout
+    train = cls(data_root, split="train", L=L, region=region, sampler="random", seed=seed,
+                crop=crop, target_s1=True)
     if len(train) == 0:
         raise DataError(f"data_root: {data_root} has no usable training sample for L={L} in "
                         f"region {region!r} (the train split needs a cloud-free target date)")
     try:
         # strict protocol: the target is never an input, so the cloudy region is not empty;
         # whole images, as evaluation sees them
-        val = SEN12MSCRTS(data_root, split="val", L=L, region=region, sampler="fixed",
-                          protocol="strict", target_s1=True)
+        val = cls(data_root, split="val", L=L, region=region, sampler="fixed",
+                  protocol="strict", target_s1=True)
     except FileNotFoundError:
         val = None
     return train, (val if val is not None and len(val) > 0 else None)
