@@ -325,6 +325,9 @@ def test_band_selection_order_into_the_network() -> None:
     assert torch.equal(x[:, :, 4:], inputs.s1 * 2 - 1)
     pred = model.predict(inputs)
     assert torch.equal(pred[:, TB_BANDS], model.predict_bands(inputs))
+    for generator in REF_G:  # edge-padded to the trunk's stride: any H x W
+        odd = STGAN(3, "toolbox", generator=generator, **SMALL)
+        assert odd.predict(random_inputs(L=3, h=30, w=27)).shape == (2, 13, 30, 27)
     assert STGAN(3).bands == ("B04", "B03", "B02", "B08")  # crbench's default order kept
 
 
