@@ -547,8 +547,8 @@ def _check_toolbox(cfg: dict[str, Any], seq_len: int | None) -> None:
                 "(crbench's generator=resnet or unet takes any L)")
     elif cfg["dropout"]:
         raise UsageError(f"dropout: {cfg['dropout']!r} needs a toolbox generator "
-                         f"({', '.join(TRUNK_DOWNSAMPLINGS)}); expected 0 with "
-                         f"generator={cfg['generator']!r}")
+                         f"({', '.join(TRUNK_DOWNSAMPLINGS)}), not "
+                         f"generator={cfg['generator']!r}; expected dropout=0 with it")
     if not 0 <= cfg["dropout"] < 1:
         raise UsageError(f"dropout: bad value {cfg['dropout']!r}; expected a rate in [0, 1)")
 
