@@ -16,6 +16,7 @@ from metrics_refs import ref_metrics
 from torch import nn
 
 from crbench.cli.main import main
+from crbench.constants import S2_BANDS
 from crbench.errors import CheckpointError, UsageError
 from crbench.metrics import compute_metrics
 from crbench_methods.stgan import STGAN
@@ -401,3 +402,56 @@ def _check_rows_by_hand(root: Path, run: Path, model: STGAN) -> None:
                        & (rows["patch"] == meta.patch)].iloc[0]
             for metric, v in want.items():
                 assert row[metric] == pytest.approx(v, rel=1e-4, abs=1e-5, nan_ok=True), metric
+
+
+@pytest.mark.parametrize("generator", list(REF_G))
+def test_training_mode_batch_norm_per_date_and_pair_as_the_reference(generator: str) -> None:
+    """In training, batch norm takes its statistics per date and per pair (the toolbox calls
+    the encoder and the trunk once for each): outputs and running statistics match."""
+    torch.manual_seed(2)
+    ref = REF_G[generator](4, 4, 4, "batch", False, n_blocks=1).train()
+    model = STGAN(3, "toolbox", generator=generator, dropout=0.0, ngf=4, n_blocks=1, ndf=4)
+    net = model.generator.net.train()
+    net.load_state_dict(_ours_from_ref(ref), strict=True)
+    x = [torch.rand(2, 4, 16, 16) * 2 - 1 for _ in range(3)]
+    got, want = net(torch.stack(x, 1)), ref(x)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    ours = _ours_from_ref(ref)
+    for k, v in net.state_dict().items():
+        assert torch.allclose(v.float(), ours[k].float(), atol=1e-6), k
+
+
+def test_report_marks_band_subset_methods(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from crbench.report import Format, build_report
+
+    recs = [{"method": m, "L": 3, "split": "test", "roi": "ROIs1868/1", "patch": p,
+             "input_idx": "0;1;2", "target_idx": 9, "coverage": 0.5, "nrmse_all": e,
+             "nrmse_cloudy": e, "nrmse_clear": e, "psnr": 20.0, "ssim": 0.9, "sam": 0.1,
+             "seconds": 0.1} for p in range(3) for m, e in (("stgan", 0.05), ("mosaicing", 0.1))]
+    run = tmp_path / "run"
+    (run / "rows").mkdir(parents=True)
+    pd.DataFrame(recs).to_csv(run / "rows" / "all__shard1of1.csv", index=False)
+    runs = {"stgan__L3": {"method": "stgan", "L": 3, "scored_bands": ["B08", "B02", "B03",
+                                                                     "B04"]},
+            "mosaicing__L3": {"method": "mosaicing", "L": 3,
+                              "scored_bands": list(S2_BANDS)}}
+    (run / "manifest.json").write_text(json.dumps({"mask_convention": "paper", "runs": runs}))
+    md = build_report(run, fmt="md").tables[0].render(Format.MD)
+    assert "| stgan† |" in md and "| mosaicing |" in md
+    assert "† stgan: scored on B08, B02, B03, B04 only" in md
+    tex = build_report(run, fmt="tex", out=tmp_path / "tex")
+    text = (tmp_path / "tex" / "table1.tex").read_text()
+    assert r"stgan$^\dagger$" in text and "†" not in text and len(tex.tables) == 2
+    build_report(run, fmt="csv", out=tmp_path / "csv")
+    csv = pd.read_csv(tmp_path / "csv" / "table1.csv")
+    assert sorted(csv["method"]) == ["mosaicing", "stgan"]
+    other = tmp_path / "other"
+    (other / "rows").mkdir(parents=True)
+    (other / "manifest.json").write_text(json.dumps(
+        {"mask_convention": "paper",
+         "runs": {"stgan__L3": {"method": "stgan", "L": 3,
+                                "scored_bands": list(S2_BANDS)}}}))
+    with pytest.raises(UsageError, match="method stgan was scored on different bands"):
+        build_report([run, other])
