@@ -9,8 +9,8 @@ Bands: by default (``bands="rgbn"``) the network sees and predicts B04, B03, B02
 (``crbench.constants.RGBN_IDX``) of each date, as in the benchmark; the 13-band prediction takes
 the other 9 bands from the mosaicing estimate (``crbench_methods.mosaicing.mosaic``), so only
 the 4 RGBN bands are STGAN's own (``self.bands`` says so) and ``crbench run`` scores only
-those 4 (the manifest's ``scored_bands``; ``crbench report`` marks the rows, e.g. "stgan†:
-scored on B08, B02, B03, B04 only"), as the toolbox scores its 4-band STGAN. ``bands="nbgr"``
+those 4 (the manifest's ``scored_bands``; ``crbench report`` marks the rows, "stgan†: scored on
+B04, B03, B02, B08 only"), as the toolbox scores its 4-band STGAN. ``bands="nbgr"``
 is the same 4 bands in the toolbox's channel order B08, B02, B03, B04 (its ``[7, 1, 2, 3]``),
 the default of the ``toolbox`` preset. ``bands="all"`` is the 13-band
 variant (13 in, 13 out), the default of the ``tiny`` preset: with ``"rgbn"`` the 9 mosaicing
@@ -327,11 +327,16 @@ class STGAN(TrainableMethod):
     """STGAN (Sarukkai et al. 2020). See the module docstring.
 
     Args:
-        seq_len: L used for training (the discriminator's input); the generator accepts any L.
-            Defaults to 3.
+        seq_len: L used for training (the discriminator's input); crbench's generators
+            accept any L, the toolbox's only 3 (other values: UsageError). Defaults to 3.
         preset: "full" (crbench's configuration), "tiny" (CPU tests) or "toolbox" (the
             SEN12MS-CR-TS toolbox's networks and recipe, L = 3 only; module docstring).
-        **overrides: any preset key, e.g. ``bands="all"``, ``generator="unet"``.
+        **overrides: any preset key, e.g. ``bands="all"``, ``generator="unet"``,
+            ``generator="resnet_9blocks"`` (toolbox preset), ``ngf=8`` (small widths).
+
+    Parameter counts (:meth:`parameter_counts`, L = 3): toolbox preset 57,323,140 (generator)
+    and 2,778,945 (discriminator), with ``generator=resnet_9blocks`` 231,934,596 and
+    2,778,945; full preset 11,458,244 and 2,778,049 (more in the module docstring).
     """
 
     name: ClassVar[str] = "stgan"
