@@ -423,8 +423,8 @@ def band_subset_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str
         mark = BAND_MARKS[i % len(BAND_MARKS)] * (1 + i // len(BAND_MARKS))
         marks[name] = mark
         notes.append(f"{mark} {name}: scored on {', '.join(subsets[name])} only (the bands it "
-                     "predicts itself; its other bands, filled from mosaicing, are not scored), "
-                     "so its values are not directly comparable with the 13-band rows.")
+                     "predicts itself; its other output bands, e.g. STGAN's mosaicing fill, are "
+                     "not scored), so its values are not directly comparable with 13-band rows.")
     return marks, notes
 
 
