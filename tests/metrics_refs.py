@@ -47,7 +47,7 @@ def ref_sam_map(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def ref_metrics(p: np.ndarray, t: np.ndarray, m: np.ndarray, convention: str) -> dict:
-    """One sample: p, t (13, H, W) float64, m (L, H, W) bool."""
+    """One sample: p, t (C, H, W) float64 (C = 13, or the scored bands), m (L, H, W) bool."""
     cloudy = m.all(axis=0) if convention == "paper" else m.any(axis=0)
     clear = (~m).any(axis=0) if convention == "paper" else (~m).all(axis=0)
     err2 = (p - t) ** 2
@@ -59,7 +59,7 @@ def ref_metrics(p: np.ndarray, t: np.ndarray, m: np.ndarray, convention: str) ->
     return {
         "nrmse_all": rmse, "nrmse_cloudy": masked(cloudy), "nrmse_clear": masked(clear),
         "psnr": 20 * math.log10(1 / rmse) if rmse > 0 else math.inf,
-        "ssim": float(np.mean([ref_ssim_map(p[c], t[c]).mean() for c in range(13)])),
+        "ssim": float(np.mean([ref_ssim_map(p[c], t[c]).mean() for c in range(p.shape[0])])),
         "sam": float(ref_sam_map(p, t).mean()),
     }
 

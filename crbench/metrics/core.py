@@ -6,7 +6,8 @@ Conventions (DESIGN.md, "Per-sample results"), stated once here:
   clipped to [0, 10000] / 10000). Values up to :data:`VALUE_TOL` outside [0, 1] are clipped
   (rounding of a network's output); anything further out, NaN or inf is a
   :class:`~crbench.errors.UsageError`. ``masks``: (B, L, H, W), 1 = cloud, values in {0, 1}.
-- Every metric is computed per sample over all 13 bands and all pixels.
+- Every metric is computed per sample over all 13 bands and all pixels (``bands``: over those
+  bands only, for a method that predicts a subset itself, e.g. STGAN's 4-band variants).
 - ``nrmse_all`` = RMSE over every band and pixel (NRMSE = RMSE because data lie in [0, 1]).
 - ``nrmse_cloudy`` / ``nrmse_clear``: the same RMSE restricted to the pixels of a region (all
   13 bands of each such pixel). Regions come from the L input masks (:func:`region_masks`):
@@ -417,8 +418,8 @@ def sam_map(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
 @_exact
 def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
                     masks: torch.Tensor | np.ndarray,
-                    convention: MaskConvention | str = MaskConvention.PAPER
-                    ) -> dict[str, torch.Tensor]:
+                    convention: MaskConvention | str = MaskConvention.PAPER,
+                    bands: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """All per-sample metrics of a batch (conventions in the module docstring).
 
     Args:
@@ -426,6 +427,9 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
         target: (B, 13, H, W) cloud-free target in [0, 1]; moved to ``pred``'s device.
         masks: (B, L, H, W) cloud masks of the L inputs, 1 = cloud, values in {0, 1}.
         convention: how the masks define cloudy/clear regions (PAPER or TOOLBOX).
+        bands: indices (0..12) of the bands to score, every metric then being computed over
+            those bands only (RMSEs and SSIM averaged over them, SAM between their spectra);
+            None: all 13.
 
     Returns:
         ``{name: (B,) float64 tensor}`` for every name in :data:`METRIC_NAMES`, on
@@ -436,6 +440,9 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
             beyond :data:`VALUE_TOL`, masks not in {0, 1}, L = 0 or an unknown convention.
     """
     p, t = _checked_pair(pred, target)
+    if bands is not None:
+        idx = _band_index(bands, p.device)
+        p, t = p.index_select(1, idx), t.index_select(1, idx)
     conv = _as_convention(convention)
     b, c, h, w = p.shape
     cloudy, _ = region_masks(_check_masks(masks, b, h, w, p.device), conv)
@@ -458,6 +465,17 @@ def compute_metrics(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.n
         "ssim": totals[4] / (c * h * w),
         "sam": totals[3] / (h * w),
     }
+
+
+def _band_index(bands: Sequence[int], device: torch.device) -> torch.Tensor:
+    """``bands`` as an index tensor after checking them: distinct integers in 0..12."""
+    values = list(bands)
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    if not (values and ints and all(0 <= v < N_S2_BANDS for v in values)
+            and len(set(values)) == len(values)):
+        raise UsageError(f"bands: bad value {values!r}; expected distinct band indices in "
+                         f"0..{N_S2_BANDS - 1}")
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def _region_rmse(total: torch.Tensor, n: torch.Tensor, bands: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .runs import (
 from .tables import (
     Format,
     Table,
+    band_subset_notes,
     manifest_notes,
     parse_format,
     skipped_by_L,
@@ -123,7 +124,8 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
     elif L not in Ls:
         raise UsageError(f"--L: no results at L={L}; the results hold L = "
                          f"{', '.join(map(str, Ls))}")
-    notes = manifest_notes(manifests, rows["method"].unique())
+    marks, band_notes = band_subset_notes(manifests, rows["method"].unique())
+    notes = [*manifest_notes(manifests, rows["method"].unique()), *band_notes]
     tables = [table1(rows, L, ci, n_boot, notes), table2(rows, ci, n_boot, notes)]
     if by_coverage:
         tables.append(table3(rows, ci, n_boot, notes))
@@ -137,6 +139,8 @@ def build_report(results: Path | Sequence[Path] | None = None, *, by_coverage: b
     calibration = calibration_table(uncertainty)
     if calibration is not None:
         tables.append(calibration)
+    for t in tables:
+        t.marks = marks
     out_dir = Path(out) if out is not None else dirs[0] / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(dirs, out_dir, fmt, tables, passed_over=passed_over)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..constants import N_S2_BANDS
 from ..errors import UsageError
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES, aggregate
 from ..runner.store import read_skipped
@@ -53,6 +54,10 @@ MASK_NOTES = {
 STGAN_NOTE = ("STGAN with bands=rgbn (its full preset) predicts only B04, B03, B02 and B08; "
               "its other bands come from the mosaicing estimate, so its all-band metrics "
               "partly measure mosaicing (the tiny preset predicts all 13 bands).")
+"""Note for STGAN rows of runs that do not record their scored bands (made before crbench
+scored a method predicting a band subset on that subset only)."""
+BAND_MARKS = ("†", "‡", "§", "¶")
+"""Markers of methods scored on a band subset, in order of appearance."""
 
 
 class Format(enum.Enum):
@@ -145,6 +150,8 @@ class Table:
         metrics: the value columns (default: the image metrics).
         higher: per value column, True if higher is better, False if lower, None if neither
             (no best marked); default :data:`crbench.metrics.HIGHER_IS_BETTER`.
+        marks: method -> marker appended to its name in Markdown and LaTeX (methods scored
+            on a band subset, :func:`band_subset_notes`); CSV keeps the plain names.
     """
 
     name: str
@@ -156,6 +163,7 @@ class Table:
     ci: bool = False
     metrics: Sequence[str] = METRIC_NAMES
     higher: dict[str, bool | None] = field(default_factory=lambda: dict(HIGHER_IS_BETTER))
+    marks: dict[str, str] = field(default_factory=dict)
 
     def best_mask(self) -> pd.DataFrame:
         """Boolean frame (metric columns): True where the mean is the best of its group."""
@@ -290,7 +298,8 @@ def _cells(t: Table, bold: tuple[str, str]) -> list[list[str]]:
     best = t.best_mask()
     out = []
     for i, row in t.stats.iterrows():
-        cells = [_label(k, row[k]) for k in t.keys] + [str(int(row["n"]))]
+        cells = [_label(k, row[k]) + (t.marks.get(str(row[k]), "") if k == "method" else "")
+                 for k in t.keys] + [str(int(row["n"]))]
         for m in t.metrics:
             text = _fmt_value(m, row[m])
             if best.at[i, m]:
@@ -338,7 +347,8 @@ def _to_csv(t: Table) -> str:
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
                 "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
+                "^": r"\textasciicircum{}", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+                "§": r"\S{}", "¶": r"\P{}"}
 
 
 def tex_escape(text: str) -> str:
@@ -384,9 +394,48 @@ def manifest_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]) 
                    if manifest_value(m, "mask_convention") is not None}
     for c in sorted(conventions):
         notes.append(MASK_NOTES.get(c, f"Mask convention: {c}."))
-    if "stgan" in set(methods):
+    if "stgan" in set(methods) and "stgan" not in recorded_bands(manifests):
         notes.append(STGAN_NOTE)
     return notes
+
+
+def recorded_bands(manifests: Sequence[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Method -> the S2 bands its rows were scored on, from the manifests' run entries
+    (``scored_bands``; entries of older runs, without it, are left out).
+
+    Raises:
+        UsageError: one method scored on different bands in the runs given (their rows
+            cannot share a mean).
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for m in manifests:
+        runs = m.get("runs") if isinstance(m.get("runs"), dict) else {}
+        for r in runs.values():
+            if not isinstance(r, dict) or not isinstance(r.get("scored_bands"), list):
+                continue
+            name, bands = str(r.get("method")), tuple(map(str, r["scored_bands"]))
+            if out.setdefault(name, bands) != bands:
+                raise UsageError(f"--results: method {name} was scored on different bands in "
+                                 f"the runs given ({', '.join(out[name])} and "
+                                 f"{', '.join(bands)}); report each run separately")
+    return out
+
+
+def band_subset_notes(manifests: Sequence[dict[str, Any]], methods: Iterable[str]
+                      ) -> tuple[dict[str, str], list[str]]:
+    """Markers and notes for the methods scored on a band subset (the bands they predict
+    themselves): ``({method: marker}, notes)``; empty when every method has all 13."""
+    present = set(methods)
+    subsets = {k: v for k, v in recorded_bands(manifests).items()
+               if k in present and len(v) < N_S2_BANDS}
+    marks, notes = {}, []
+    for i, name in enumerate(sorted(subsets, key=method_sort_key)):
+        mark = BAND_MARKS[i % len(BAND_MARKS)] * (1 + i // len(BAND_MARKS))
+        marks[name] = mark
+        notes.append(f"{mark} {name}: scored on {', '.join(subsets[name])} only (the bands it "
+                     "predicts itself; its other output bands, e.g. STGAN's mosaicing fill, are "
+                     "not scored), so its values are not directly comparable with 13-band rows.")
+    return marks, notes
 
 
 def skipped_by_L(manifests: Sequence[dict[str, Any]]) -> dict[int, int]:

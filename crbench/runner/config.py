@@ -203,6 +203,7 @@ class MethodRun:
     patch_dates: dict[str, str] | None = None  # "roi patch" -> its dates, partial patches only
     n_skipped_no_s1: int = 0  # samples left out because an input date lacks S1 (S1 methods)
     skipped_no_s1: list[str] | None = None  # "roi patch n" of those samples
+    scored_bands: list[str] | None = None  # the S2 bands the metrics cover (Method.bands)
 
 
 @dataclass

@@ -14,6 +14,11 @@ When a variance exists (the K draws' per-pixel variance, or ``method.predict_wit
 for a method with ``gives_variance``) the uncertainty sidecar gets, per sample, the metrics of
 :mod:`crbench.metrics.uncertainty` of the scored prediction (the mean image of the draws)
 against that variance, written like the spread line.
+
+Scored bands: a method whose :attr:`~crbench.api.Method.bands` are a subset of the 13 (the
+bands it predicts itself, e.g. STGAN's 4-band variants, which fill the rest from mosaicing)
+is scored on those bands only (:func:`scored_bands`); the manifest's run entry records them
+(``scored_bands``) and ``crbench report`` marks such rows. Every other method: all 13.
 """
 
 from __future__ import annotations
@@ -207,15 +212,32 @@ def _uncertainty_rows(mr: MethodRun, pred: torch.Tensor, target: torch.Tensor,
              "bins": format_bins(bins[i].tolist())} for i, key in keys]
 
 
-def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: torch.Tensor
+def scored_bands(method: Method) -> list[int] | None:
+    """Indices of the bands ``crbench run`` scores for ``method``: those of ``method.bands``
+    when they are a proper subset of the 13 S2 bands, else None (all 13).
+
+    Raises:
+        PluginError: ``bands`` empty, repeated or naming no S2 band.
+    """
+    names = [str(b) for b in method.bands]
+    if not names or len(set(names)) != len(names) or not set(names) <= set(S2_BANDS):
+        raise PluginError(f"method {method.name!r}: bands {names!r} are not distinct S2 band "
+                          f"names; expected some of {', '.join(S2_BANDS)}")
+    return None if len(names) == len(S2_BANDS) else [S2_BANDS.index(b) for b in names]
+
+
+def _scores(cfg: RunConfig, draws: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
+            bands: list[int] | None = None
             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-sample mean and std (ddof 0) of each metric over the draws."""
+    """Per-sample mean and std (ddof 0) of each metric over the draws (on ``bands`` only
+    when given)."""
     import torch
 
     from ..metrics import compute_metrics
 
     with torch.no_grad():
-        per_draw = [compute_metrics(d, target, masks, cfg.mask_convention) for d in draws]
+        per_draw = [compute_metrics(d, target, masks, cfg.mask_convention, bands=bands)
+                    for d in draws]
     stacked = {k: torch.stack([s[k].detach().double() for s in per_draw])
                for k in per_draw[0]}
     means = {k: v.mean(0).cpu().tolist() for k, v in stacked.items()}
@@ -235,7 +257,7 @@ def _evaluate_batch(cfg: RunConfig, mr: MethodRun, method: Method, batch: Batch,
     torch.manual_seed(batch_seed(cfg.seed, mr.method, mr.L, first.roi, first.patch))
     target = batch.target.to(device, non_blocking=True)
     draws, var, per_sample = _predict(mr, method, inputs, target, device)
-    values, stds = _scores(cfg, draws, target, inputs.masks)
+    values, stds = _scores(cfg, draws, target, inputs.masks, scored_bands(method))
     pred = draws.mean(0)
     if cfg.save_predictions:
         pred_np = pred.detach().cpu().numpy()

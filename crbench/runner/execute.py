@@ -13,7 +13,8 @@ settings that change results, so rerunning the same command resumes the same run
         runs {"<method>__L<L>__shard<k>of<n>": {method, L, shard, rows, n_index, n_selected,
               n_evaluated, n_skipped, checkpoint, checkpoint_sha256 (of the weights file,
               :func:`crbench.torchutil.checkpoint_sha256`), skipped_file, status, samples,
-              spread, updated}},
+              spread, scored_bands (the S2 bands the metrics cover: all 13, or the
+              method's own bands for a method predicting a subset), updated}},
         skipped {method: {L: distinct non-matching samples skipped over all shards}}
     RUN/skipped/<method>__L<L>__shard<k>of<n>.csv    the skipped samples' keys
     RUN/rows/<method>__L<L>__shard<k>of<n>.csv
@@ -62,10 +63,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..constants import N_DATES
+from ..constants import N_DATES, S2_BANDS
 from ..errors import UsageError
 from .config import MethodRun, RunConfig, RunStatus, RunSummary
-from .evaluate import count_evaluated, evaluate
+from .evaluate import count_evaluated, evaluate, scored_bands
 from .store import (
     MANIFEST_FORMAT,
     check_checkpoints,
@@ -433,7 +434,7 @@ def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
 
 def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.device) -> Any:
     """The method with its runtime options; sets ``mr.samples`` / ``mr.spread`` /
-    ``mr.uncertainty``."""
+    ``mr.uncertainty`` and ``mr.scored_bands``."""
     from ..registry import create_method, get_method_class
 
     options = runtime_options(cfg, get_method_class(mr.method).runtime_options)
@@ -444,13 +445,16 @@ def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.devi
         mr.uncertainty = str(uncertainty_path(cfg.out, mr.method, mr.L, cfg.shard)
                              .relative_to(cfg.out))
     try:
-        return create_method(mr.method, checkpoint=ckpt, seq_len=mr.L, **options).to(device)
+        method = create_method(mr.method, checkpoint=ckpt, seq_len=mr.L, **options).to(device)
     except UsageError as exc:
         if not options:
             raise
         given = " ".join(f"--{'steps' if k == 'sample_steps' else k} {v}"
                          for k, v in options.items())
         raise UsageError(f"method {mr.method!r} with {given}: {exc}") from exc
+    subset = scored_bands(method)
+    mr.scored_bands = [S2_BANDS[i] for i in subset] if subset else list(S2_BANDS)
+    return method
 
 
 def _run_one(cfg: RunConfig, mr: MethodRun, selected: pd.DataFrame, cache: Any,

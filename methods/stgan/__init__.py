@@ -8,7 +8,11 @@ SEN12MS-CR-TS benchmark (Ebel et al. 2022, doi:10.1109/TGRS.2022.3146246).
 Bands: by default (``bands="rgbn"``) the network sees and predicts B04, B03, B02, B08
 (``crbench.constants.RGBN_IDX``) of each date, as in the benchmark; the 13-band prediction takes
 the other 9 bands from the mosaicing estimate (``crbench_methods.mosaicing.mosaic``), so only
-the 4 RGBN bands are STGAN's own (``self.bands`` says so). ``bands="all"`` is the 13-band
+the 4 RGBN bands are STGAN's own (``self.bands`` says so) and ``crbench run`` scores only
+those 4 (the manifest's ``scored_bands``; ``crbench report`` marks the rows, "stgan†: scored on
+B04, B03, B02, B08 only"), as the toolbox scores its 4-band STGAN. ``bands="nbgr"``
+is the same 4 bands in the toolbox's channel order B08, B02, B03, B04 (its ``[7, 1, 2, 3]``),
+the default of the ``toolbox`` preset. ``bands="all"`` is the 13-band
 variant (13 in, 13 out), the default of the ``tiny`` preset: with ``"rgbn"`` the 9 mosaicing
 bands dominate the 13-band cloudy-region error (on the demo tree a well-trained RGBN STGAN
 scores nrmse_cloudy 0.32, above least cloudy's 0.26, although its own bands score 0.09 against
@@ -34,6 +38,53 @@ Loss: LSGAN, ``lambda_gan * GAN + lambda_l1 * L1`` with lambda_l1 = 100 (L1 in [
 discriminator loss 0.5 (MSE(D(real), 1) + MSE(D(fake), 0)). Adam lr 2e-4, betas (0.5, 0.999)
 for both networks, constant LR (``decay_start`` < 1 enables a linear decay from that fraction
 of the steps on).
+
+Toolbox preset (``--preset toolbox``): the SEN12MS-CR-TS toolbox's STGAN (``--model
+temporal_branched(_ir_modified)``), networks in :mod:`.toolbox`: a shared per-date 7x7
+encoder, one trunk run on each pair of dates, the 3 pair outputs **concatenated** before the
+decoder; ``generator=independent_resnet_9blocks`` (default: 2 downsamplings, trunk 512
+channels) or ``resnet_9blocks`` (3, 1,024); batch norm, dropout 0.5 in every residual block,
+a ReLU after each block's second norm, N(0, 0.02) init of both networks, the toolbox's
+PatchGAN (no conv bias before batch norm), LSGAN, lambda_L1 100, Adam 2e-4 (0.5, 0.999), batch
+1, 200 epochs with the lr decaying linearly to 0 over the second half (per step; the toolbox
+steps per epoch, from 1 - 1/101 down to 1/101). Widths can be reduced for tests
+(``--set ngf=8``). Parameters (``STGAN.parameter_counts``, equal to the toolbox's
+``print_networks`` for the same options, checked in tests/test_stgan_toolbox.py):
+
+=============================================  ===========  =============
+generator (bands, S1)                          generator    discriminator
+=============================================  ===========  =============
+independent_resnet_9blocks (nbgr, no S1)       57,323,140   2,778,945
+independent_resnet_9blocks (all, S1)           57,520,717   2,815,809
+resnet_9blocks (nbgr, no S1)                   231,934,596  2,778,945
+crbench ``full`` (resnet, rgbn, no S1)         11,458,244   2,778,049
+=============================================  ===========  =============
+
+L: the toolbox's generator reads ``input[0]``, ``input[1]``, ``input[2]`` only: with
+``--n_input_samples`` > 3 it silently ignores the later dates (while its discriminator, built
+for ``n_input_samples * input_nc + output_nc`` channels, sees all of them) and with fewer than
+3 it fails (IndexError). crbench's toolbox generators are fixed to L = 3: any other L is
+refused in one line naming ``--L`` when the model is built (``crbench train``), when a
+checkpoint is loaded for ``crbench run`` (CheckpointError) and by ``predict``. crbench's own
+generators (``resnet``, ``unet``) take any L.
+
+========================  =============================  ===================================
+                          crbench ``full`` (default)     ``toolbox`` preset
+========================  =============================  ===================================
+bands (channel order)     rgbn: B04, B03, B02, B08       nbgr: B08, B02, B03, B04
+scored bands (``run``)    the 4 own bands                the 4 own bands
+pair fusion               conv 3x3, **mean** over pairs  trunk per pair, **concatenated**
+trunk                     2 down, 256 ch, after fusion   2 down, 512 ch (or 3, 1,024)
+L                         any                            3 only
+norm / dropout            instance / none                batch / 0.5
+residual block            ... conv, norm (no ReLU)       ... conv, norm, ReLU
+init                      PyTorch default                N(0, 0.02), BN weights N(1, 0.02)
+discriminator             PatchGAN 70x70, conv biases    PatchGAN 70x70, no bias before BN
+batch / epochs / lr       4 / 20 / constant 2e-4         1 / 200 / linear decay, 2nd half
+========================  =============================  ===================================
+
+Not reproduced: the toolbox skips an optimizer step whose gradients hold NaN or inf; S1 is
+clipped by crbench's data layer (DESIGN.md), as for every method.
 """
 
 from __future__ import annotations
@@ -49,7 +100,7 @@ from torch import nn
 
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS, RGBN_IDX, S2_BANDS
-from crbench.errors import UsageError
+from crbench.errors import CheckpointError, UsageError
 from crbench.torchutil import (
     autocast,
     check_config,
@@ -70,19 +121,41 @@ from crbench.training import (
     to_network_range,
 )
 
+from .toolbox import (
+    TOOLBOX_DATES,
+    TRUNK_DOWNSAMPLINGS,
+    ToolboxDiscriminator,
+    ToolboxGenerator,
+    init_normal,
+)
+
 
 class Bands(enum.Enum):
-    """Which S2 bands STGAN sees and predicts."""
+    """Which S2 bands STGAN sees and predicts (and in which channel order)."""
 
-    RGBN = "rgbn"
+    RGBN = "rgbn"  # B04, B03, B02, B08
+    NBGR = "nbgr"  # B08, B02, B03, B04: the toolbox's 4-band STGAN (bands [7, 1, 2, 3])
     ALL = "all"
 
 
+BAND_IDX: dict[str, list[int]] = {Bands.RGBN.value: list(RGBN_IDX),
+                                  Bands.NBGR.value: [7, 1, 2, 3],
+                                  Bands.ALL.value: list(range(N_S2_BANDS))}
+"""Band choice -> S2 band indices in the network's channel order."""
+
+
 class Generator(enum.Enum):
-    """Generator variants of the paper."""
+    """Generator variants: crbench's (``resnet``, ``unet``) and the toolbox's two."""
 
     RESNET = "resnet"
     UNET = "unet"
+    RESNET_9BLOCKS = "resnet_9blocks"
+    INDEPENDENT_RESNET_9BLOCKS = "independent_resnet_9blocks"
+
+
+def is_toolbox_generator(name: str) -> bool:
+    """True for the toolbox's generators (:mod:`.toolbox`), which are fixed to 3 dates."""
+    return name in TRUNK_DOWNSAMPLINGS
 
 
 def _norm(kind: str, ch: int) -> nn.Module:
@@ -194,7 +267,7 @@ class BranchedUnet(nn.Module):
 class PaddedGenerator(nn.Module):
     """Edge-pads (B, L, C, H, W) to a multiple of the generator's stride, crops the output."""
 
-    def __init__(self, net: BranchedResnet | BranchedUnet) -> None:
+    def __init__(self, net: BranchedResnet | BranchedUnet | ToolboxGenerator) -> None:
         super().__init__()
         self.net = net
 
@@ -227,6 +300,7 @@ def patch_discriminator(in_ch: int, ndf: int, norm: str, n_layers: int = 3) -> n
 _FULL: dict[str, Any] = {
     "bands": Bands.RGBN.value, "generator": Generator.RESNET.value, "use_s1": False,
     "ngf": 64, "n_blocks": 9, "unet_depth": 6, "ndf": 64, "norm": "instance",
+    "dropout": 0.0, "init": "default",
     "lambda_gan": 1.0, "lambda_l1": 100.0, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "decay_start": 1.0, "batch_size": 4, "epochs": 20, "val_samples": 4, "val_every": 0,
 }
@@ -235,7 +309,17 @@ _FULL: dict[str, Any] = {
 _TINY: dict[str, Any] = _FULL | {"bands": Bands.ALL.value, "ngf": 16, "n_blocks": 2,
                                  "unet_depth": 3, "ndf": 16, "batch_size": 2, "epochs": 1,
                                  "val_samples": 2, "val_every": 25}
+# the toolbox's options for `--model temporal_branched(_ir_modified) --netG
+# independent_resnet_9blocks`: batch norm, dropout 0.5, init normal 0.02, lsgan, lambda_L1 100,
+# lambda_GAN 1, Adam 2e-4 (0.5, 0.999), batch 1, niter 100 + niter_decay 100 (linear decay
+# over the second half)
+_TOOLBOX: dict[str, Any] = _FULL | {
+    "bands": Bands.NBGR.value, "generator": Generator.INDEPENDENT_RESNET_9BLOCKS.value,
+    "norm": "batch", "dropout": 0.5, "init": "normal", "decay_start": 0.5, "batch_size": 1,
+    "epochs": 200}
 _NORMS = ("instance", "batch", "none")
+_INITS = ("default", "normal")
+INIT_GAIN = 0.02  # std of the toolbox's normal initialisation
 MIN_CROP = 32  # smallest training crop: the discriminator's last maps must exceed 1x1
 
 
@@ -243,15 +327,22 @@ class STGAN(TrainableMethod):
     """STGAN (Sarukkai et al. 2020). See the module docstring.
 
     Args:
-        seq_len: L used for training (the discriminator's input); the generator accepts any L.
-            Defaults to 3.
-        preset: "full" (paper configuration) or "tiny" (CPU tests).
-        **overrides: any preset key, e.g. ``bands="all"``, ``generator="unet"``.
+        seq_len: L used for training (the discriminator's input); crbench's generators
+            accept any L, the toolbox's only 3 (other values: UsageError). Defaults to 3.
+        preset: "full" (crbench's configuration), "tiny" (CPU tests) or "toolbox" (the
+            SEN12MS-CR-TS toolbox's networks and recipe, L = 3 only; module docstring).
+        **overrides: any preset key, e.g. ``bands="all"``, ``generator="unet"``,
+            ``generator="resnet_9blocks"`` (toolbox preset), ``ngf=8`` (small widths).
+
+    Parameter counts (:meth:`parameter_counts`, L = 3): toolbox preset 57,323,140 (generator)
+    and 2,778,945 (discriminator), with ``generator=resnet_9blocks`` 231,934,596 and
+    2,778,945; full preset 11,458,244 and 2,778,049 (more in the module docstring).
     """
 
     name: ClassVar[str] = "stgan"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.MASKS, Need.S1})
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"full": _FULL, "tiny": _TINY}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"full": _FULL, "tiny": _TINY,
+                                                    "toolbox": _TOOLBOX}
 
     def __init__(self, seq_len: int | None = None, preset: str = "full",
                  **overrides: Any) -> None:
@@ -261,10 +352,11 @@ class STGAN(TrainableMethod):
         _choice("bands", cfg["bands"], [b.value for b in Bands])
         _choice("generator", cfg["generator"], [g.value for g in Generator])
         _choice("norm", cfg["norm"], list(_NORMS))
+        _choice("init", cfg["init"], list(_INITS))
+        _check_toolbox(cfg, seq_len)
         cfg["train_seq_len"] = 3 if seq_len is None else seq_len
         self.config = cfg
-        self.band_idx = list(RGBN_IDX) if cfg["bands"] == Bands.RGBN.value else list(
-            range(N_S2_BANDS))
+        self.band_idx = list(BAND_IDX[cfg["bands"]])
         self.bands = tuple(S2_BANDS[i] for i in self.band_idx)
         self.device = torch.device("cpu")
         self._generator: PaddedGenerator | None = None
@@ -276,15 +368,46 @@ class STGAN(TrainableMethod):
             self._generator = PaddedGenerator(self._build_generator()).to(self.device)
         return self._generator
 
-    def _build_generator(self) -> BranchedResnet | BranchedUnet:
+    @property
+    def n_in(self) -> int:
+        """Channels of one input date: the chosen bands, + VV, VH with ``use_s1``."""
+        return len(self.band_idx) + (N_S1_BANDS if self.config["use_s1"] else 0)
+
+    def _build_generator(self) -> BranchedResnet | BranchedUnet | ToolboxGenerator:
+        c, n_out = self.config, len(self.band_idx)
+        net: BranchedResnet | BranchedUnet | ToolboxGenerator
+        if is_toolbox_generator(c["generator"]):
+            net = ToolboxGenerator(self.n_in, n_out, c["ngf"], TRUNK_DOWNSAMPLINGS[c["generator"]],
+                                   c["n_blocks"], c["norm"], c["dropout"], TOOLBOX_DATES)
+        elif c["generator"] == Generator.UNET.value:
+            net = BranchedUnet(self.n_in, n_out, c["ngf"], c["unet_depth"], c["norm"])
+        else:
+            net = BranchedResnet(self.n_in, n_out, c["ngf"], c["n_blocks"], c["norm"])
+        return init_normal(net, INIT_GAIN) if c["init"] == "normal" else net
+
+    def _build_discriminator(self) -> nn.Module:
+        """The PatchGAN on all ``train_seq_len`` input dates and the output: the toolbox's
+        (no conv bias before batch norm) with a toolbox generator, else crbench's."""
         c = self.config
-        n_in = len(self.band_idx) + (N_S1_BANDS if c["use_s1"] else 0)
-        if c["generator"] == Generator.UNET.value:
-            return BranchedUnet(n_in, len(self.band_idx), c["ngf"], c["unet_depth"], c["norm"])
-        return BranchedResnet(n_in, len(self.band_idx), c["ngf"], c["n_blocks"], c["norm"])
+        in_ch = c["train_seq_len"] * self.n_in + len(self.band_idx)
+        disc = (ToolboxDiscriminator(in_ch, c["ndf"], c["norm"])
+                if is_toolbox_generator(c["generator"])
+                else patch_discriminator(in_ch, c["ndf"], c["norm"]))
+        return init_normal(disc, INIT_GAIN) if c["init"] == "normal" else disc
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters of the generator and the discriminator (each shared tensor
+        once, as the toolbox's ``print_networks`` counts). Builds the networks on torch's
+        current default device when the generator does not exist yet, so under
+        ``with torch.device("meta")`` nothing is allocated."""
+        gen = self._generator if self._generator is not None else self._build_generator()
+        return {"generator": _count(gen), "discriminator": _count(self._build_discriminator())}
 
     def network_input(self, inputs: Inputs) -> torch.Tensor:
         """(B, L, C, H, W) in [-1, 1]: the chosen S2 bands (+ S1) of every date."""
+        if is_toolbox_generator(self.config["generator"]) and inputs.seq_len != TOOLBOX_DATES:
+            raise UsageError(f"inputs: L={inputs.seq_len} but the toolbox generator "
+                             f"{self.config['generator']!r} is built for L={TOOLBOX_DATES}")
         x = inputs.s2[:, :, self.band_idx]
         if self.config["use_s1"]:
             x = torch.cat([x, inputs.s1], dim=2)
@@ -308,7 +431,8 @@ class STGAN(TrainableMethod):
         return from_network_range(y)
 
     def predict(self, inputs: Inputs) -> torch.Tensor:
-        """(B, 13, H, W) in [0, 1]; for bands="rgbn" the 9 other bands come from mosaicing."""
+        """(B, 13, H, W) in [0, 1]; for the 4-band variants the 9 other bands come from
+        mosaicing (``crbench run`` scores only ``self.bands``)."""
         moved = inputs.to(self.device)
         own = self.predict_bands(moved)
         if self.config["bands"] == Bands.ALL.value:
@@ -333,12 +457,24 @@ class STGAN(TrainableMethod):
 
     @classmethod
     def load(cls, path: Path, **expect: Any) -> STGAN:
-        """Load a checkpoint. ``seq_len`` in ``expect`` is accepted for any L >= 1 (the
-        generator is not tied to L); other keys must match the stored config."""
+        """Load a checkpoint. ``seq_len`` in ``expect`` is accepted for any L >= 1 (crbench's
+        generators are not tied to L; the toolbox's only to L = 3); other keys must match the
+        stored config.
+
+        Raises:
+            CheckpointError: another method's checkpoint, a config mismatch, or a toolbox
+                generator asked for L != 3.
+        """
         seq_len = expect.pop("seq_len", None)
         if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
             raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
-        check_config(read_config(Path(path)), Path(path), method=cls.name)
+        stored = read_config(Path(path))
+        check_config(stored, Path(path), method=cls.name)
+        gen = str(stored.get("generator"))
+        if is_toolbox_generator(gen) and seq_len not in (None, TOOLBOX_DATES):
+            raise CheckpointError(f"checkpoint: {path} holds the toolbox generator {gen!r}, "
+                                  f"built for L={TOOLBOX_DATES}, but L={seq_len} was asked "
+                                  f"for; evaluate it with --L {TOOLBOX_DATES}")
         state, config = load_checkpoint(Path(path), **expect)
         model = cls.from_config(config)
         load_weights(model.generator, state, Path(path))
@@ -349,10 +485,7 @@ class STGAN(TrainableMethod):
         """Generator/discriminator optimizers and the LSGAN + L1 step for crbench.training."""
         self.to(device)
         c, gen = self.config, self.generator
-        n_bands = len(self.band_idx)
-        n_in = n_bands + (N_S1_BANDS if c["use_s1"] else 0)
-        disc = patch_discriminator(c["train_seq_len"] * n_in + n_bands, c["ndf"],
-                                   c["norm"]).to(device)
+        disc = self._build_discriminator().to(device)
         betas = (c["beta1"], c["beta2"])
         opts = {"gen": torch.optim.Adam(gen.parameters(), lr=c["lr"], betas=betas),
                 "disc": torch.optim.Adam(disc.parameters(), lr=c["lr"], betas=betas)}
@@ -407,6 +540,26 @@ class STGAN(TrainableMethod):
             workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
             val_every=c["val_every"] or None)
         return fit_on_dataset(data_root, out, opts, self.training_parts)
+
+
+def _check_toolbox(cfg: dict[str, Any], seq_len: int | None) -> None:
+    """The toolbox generators take exactly 3 dates; dropout exists only in them."""
+    if is_toolbox_generator(cfg["generator"]):
+        if seq_len is not None and seq_len != TOOLBOX_DATES:
+            raise UsageError(
+                f"seq_len: {seq_len} is not possible with the toolbox generator "
+                f"{cfg['generator']!r}; it is fixed to L={TOOLBOX_DATES} as in the toolbox "
+                "(crbench's generator=resnet or unet takes any L)")
+    elif cfg["dropout"]:
+        raise UsageError(f"dropout: {cfg['dropout']!r} needs a toolbox generator "
+                         f"({', '.join(TRUNK_DOWNSAMPLINGS)}), not "
+                         f"generator={cfg['generator']!r}; expected dropout=0 with it")
+    if not 0 <= cfg["dropout"] < 1:
+        raise UsageError(f"dropout: bad value {cfg['dropout']!r}; expected a rate in [0, 1)")
+
+
+def _count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
 
 
 def _choice(key: str, value: Any, allowed: list[str]) -> None:
