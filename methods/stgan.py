@@ -53,9 +53,11 @@ from crbench.errors import UsageError
 from crbench.torchutil import (
     autocast,
     check_config,
+    crop_to,
     eval_mode,
     load_checkpoint,
     load_weights,
+    pad_to_multiple,
     read_config,
     save_checkpoint,
 )
@@ -199,13 +201,8 @@ class PaddedGenerator(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c, h, w = x.shape
-        s = int(self.net.stride)
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x.reshape(b, n * c, h, w), (0, pw, 0, ph), mode="replicate")
-            x = x.reshape(b, n, c, h + ph, w + pw)
-        return self.net(x)[..., :h, :w]
+        x, size = pad_to_multiple(x, int(self.net.stride))
+        return crop_to(self.net(x), size)
 
 
 def patch_discriminator(in_ch: int, ndf: int, norm: str, n_layers: int = 3) -> nn.Sequential:
