@@ -146,18 +146,33 @@ def test_real_eolearn_tree_verifies_usable_at_L3() -> None:
 
 
 @real
-def test_real_eolearn_tree_runs_least_cloudy_and_mosaicing(tmp_path: Path) -> None:
-    """The tree is read in place (mask cache outside it); 101 x 100 px patches."""
+def test_real_eolearn_tree_runs_least_cloudy_and_mosaicing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The tree is read in place (mask cache outside it); 101 x 100 px patches. Each row's
+    coverage is the mean of the mask cache's coverages of its input dates, and the
+    predictions are written where asked, at the patch's size."""
+    import rasterio
+
     out = tmp_path / "R"
     done = _cli("run", "--data", str(REAL), "--methods", "least_cloudy,mosaicing", "--L", "3",
                 "--protocol", "strict", "--out", str(out), "--no-progress",
-                env_cache=tmp_path / "cache")
+                "--save-predictions", env_cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("CRBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    cache = MaskCache(REAL)
     for method in ("least_cloudy", "mosaicing"):
         rows = pd.read_csv(out / "rows" / f"{method}__L3__shard1of1.csv",
                            dtype={"input_idx": str})
         assert len(rows) == 1 and np.isfinite(rows["psnr"]).all()
-        assert str(rows["target_idx"][0]) not in rows["input_idx"][0].split(";")
+        inputs = rows["input_idx"][0].split(";")
+        assert str(rows["target_idx"][0]) not in inputs
+        covs = [cache.coverage(next(REAL.glob(f"ROIs*/*/S2/{t}/*.tif"))) for t in inputs]
+        assert rows["coverage"][0] == pytest.approx(np.mean(covs), abs=1e-12)
+        assert cache.misses == 0  # served from the cache the run filled
+        pred = out / "predictions" / method / "L3" / "ROIs1868_119_patch0.tif"
+        with rasterio.open(pred) as src:
+            assert (src.count, src.height, src.width) == (13, 101, 100)
 
 
 def test_s1_methods_skip_samples_whose_inputs_lack_s1(synth_root: Path, tmp_path: Path) -> None:
