@@ -172,6 +172,18 @@ def check_fresh_out(args: argparse.Namespace) -> None:
                          "pass --resume to continue it or --overwrite to replace it")
 
 
+def check_s1(name: str, data: Path, region: str) -> None:
+    """Before the model is built on the data: a method that needs S1 and a tree without S1
+    for the train split are refused in one line naming --data and the methods that need S1
+    (the method's ``fit`` refuses too, without the list)."""
+    from ..api import Need
+    from ..registry import get_method_class, method_names
+    from ..training import check_train_s1
+
+    s1_methods = [m for m in method_names() if Need.S1 in get_method_class(m).needs]
+    check_train_s1(name, get_method_class(name).needs, data, region, s1_methods)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.index import check_root
 
@@ -179,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     check_fresh_out(args)
     method = build_method(args)
     check_root(args.data, flag="--data")
+    check_s1(args.method, args.data, args.region)
     start = time.perf_counter()
     path = method.fit(args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                       device=args.device, resume=args.resume, seed=args.seed,

@@ -291,9 +291,13 @@ class SeqDM(TrainableMethod):
         """Train with Algorithm 2 (or Eq. 27 alone without temporal training) on the train
         split at L = ``train_L``; checkpoints, trainer.pt and history.csv go to ``out``.
         ``steps`` counts iterations of Algorithm 2 (default: the preset's ``train_steps``, or
-        where that is None, ``epochs`` passes over the train split)."""
+        where that is None, ``epochs`` passes over the train split). A tree without S1 for
+        the train split is refused (UsageError naming ``data_root``)."""
+        from crbench.training import check_train_s1
+
         from .train import run_training
 
+        check_train_s1(self.name, self.needs, data_root, region)
         out = Path(out)
         self.to(distributed.device_for_rank(pick_device(device)))
         if resume:
