@@ -48,12 +48,25 @@ def test_pad_refuses_a_bad_multiple() -> None:
 
 
 @pytest.fixture(scope="module")
-def odd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 37 x 50 tree with a test, a train and a val ROI (one patch each) and its masks."""
-    root = tmp_path_factory.mktemp("odd") / "tree"
-    synthesize(root, rois=3, patches=1, size=SHAPE, seed=1)
-    assert main(["data", "masks", str(root), "--no-progress"]) == 0
-    return root
+def odd_tree(tmp_path_factory: pytest.TempPathFactory):  # -> Callable[[tuple], Path]
+    """``tree(shape)``: a tree of that patch shape with a test, a train and a val ROI (one
+    patch each) and its mask cache, made once per shape."""
+    made: dict[tuple[int, int], Path] = {}
+
+    def tree(shape: tuple[int, int]) -> Path:
+        if shape not in made:
+            root = tmp_path_factory.mktemp("odd") / "tree"
+            synthesize(root, rois=3, patches=1, size=shape, seed=1)
+            assert main(["data", "masks", str(root), "--no-progress"]) == 0
+            made[shape] = root
+        return made[shape]
+
+    return tree
+
+
+@pytest.fixture(scope="module")
+def odd_root(odd_tree) -> Path:
+    return odd_tree(SHAPE)
 
 
 def test_masks_and_index_keep_the_patch_shape(odd_root: Path) -> None:
@@ -68,12 +81,15 @@ def test_masks_and_index_keep_the_patch_shape(odd_root: Path) -> None:
     assert len(frame) == 1
 
 
-@pytest.mark.parametrize("crop", [None, 33])
+@pytest.mark.parametrize(("shape", "crop"), [(SHAPE, None), (SHAPE, 33), ((101, 100), None)],
+                         ids=["37x50-whole", "37x50-crop33", "101x100-whole"])
 def test_every_method_trains_and_runs_on_non_square_patches(
-        odd_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, crop: int | None) -> None:
-    """Each learned method trains 2 steps (whole 37 x 50 patches, or 33 px crops: neither a
-    multiple of the networks' strides), then `crbench run` of every registered method writes
-    37 x 50 predictions and finite metrics."""
+        odd_tree, tmp_path: Path, capsys: pytest.CaptureFixture, shape: tuple[int, int],
+        crop: int | None) -> None:
+    """Each learned method trains 2 steps (whole 37 x 50 or 101 x 100 patches, or 33 px
+    crops: none a multiple of the networks' strides), then `crbench run` of every registered
+    method writes predictions of the patch's shape and finite metrics."""
+    odd_root = odd_tree(shape)
     methods = sorted(method_names())
     assert set(LEARNED) <= set(methods)
     for name in LEARNED:
@@ -99,7 +115,7 @@ def test_every_method_trains_and_runs_on_non_square_patches(
     for name in methods:
         tif = out / "predictions" / name / "L3" / "ROIs1868_119_patch0.tif"
         with rasterio.open(tif) as src:
-            assert (src.count, src.height, src.width) == (13, *SHAPE), name
+            assert (src.count, src.height, src.width) == (13, *shape), name
             assert np.isfinite(src.read()).all(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["runs"]) == len(methods)
