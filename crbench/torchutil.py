@@ -1,4 +1,5 @@
-"""Device selection, mixed precision and checkpoint files shared by all learned methods.
+"""Device selection, mixed precision, padding to a network's stride and checkpoint files
+shared by all learned methods.
 
 Checkpoint directory layout (one directory per checkpoint):
 ``model.safetensors`` (weights), ``config.json`` (the method's config, checked on load) and,
@@ -67,6 +68,33 @@ def load_scaler_state(scaler: torch.amp.GradScaler, state: Mapping[str, Any]) ->
     an fp16-only GPU (torch refuses to load an empty state into an enabled scaler)."""
     if state:
         scaler.load_state_dict(dict(state))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Edge-pad (replicate) the last two axes of ``x`` at the bottom and right to multiples of
+    ``multiple``, for networks that downsample by that factor; any leading axes.
+
+    Returns:
+        The padded tensor (``x`` itself when nothing is missing) and the original (H, W),
+        for :func:`crop_to` on the network's output.
+
+    Raises:
+        ValueError: ``multiple`` < 1 or ``x`` with fewer than two axes (a programming error).
+    """
+    if multiple < 1 or x.ndim < 2:
+        raise ValueError(f"pad_to_multiple: multiple {multiple} on shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x, (h, w)
+    flat = torch.nn.functional.pad(x.reshape(-1, h, w), (0, pw, 0, ph), mode="replicate")
+    return flat.reshape(*x.shape[:-2], h + ph, w + pw), (h, w)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The top-left ``size`` = (H, W) of the last two axes of ``x``: undoes
+    :func:`pad_to_multiple`."""
+    return x[..., :size[0], :size[1]]
 
 
 def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor],

@@ -84,6 +84,7 @@ from crbench.training import (
     StepContext,
     TrainOptions,
     TrainParts,
+    check_train_s1,
     fit_on_dataset,
     from_network_range,
     linear_decay,
@@ -433,7 +434,9 @@ class Seq2Point(TrainableMethod):
             batch_size: int | None = None, device: str | None = None, resume: bool = False,
             seed: int = 0, progress: bool = True, workers: int = 0, region: str = "all",
             crop: int | None = None) -> Path:
-        """Train on the train split (random sampler); checkpoints and history.csv in ``out``."""
+        """Train on the train split (random sampler); checkpoints and history.csv in ``out``.
+        A tree without S1 for the train split is refused (UsageError naming ``data_root``)."""
+        check_train_s1(self.name, self.needs, data_root, region)
         c = self.config
         opts = TrainOptions(
             seq_len=self._seq_len(), batch_size=batch_size or c["batch_size"], steps=steps,

@@ -146,26 +146,40 @@ def test_real_eolearn_tree_verifies_usable_at_L3() -> None:
 
 
 @real
-def test_real_eolearn_tree_runs_least_cloudy_and_mosaicing(tmp_path: Path) -> None:
-    """The tree is read in place (mask cache outside it); 101 x 100 px patches."""
+def test_real_eolearn_tree_runs_least_cloudy_and_mosaicing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The tree is read in place (mask cache outside it); 101 x 100 px patches. Each row's
+    coverage is the mean of the mask cache's coverages of its input dates, and the
+    predictions are written where asked, at the patch's size."""
+    import rasterio
+
     out = tmp_path / "R"
     done = _cli("run", "--data", str(REAL), "--methods", "least_cloudy,mosaicing", "--L", "3",
                 "--protocol", "strict", "--out", str(out), "--no-progress",
-                env_cache=tmp_path / "cache")
+                "--save-predictions", env_cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("CRBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    cache = MaskCache(REAL)
     for method in ("least_cloudy", "mosaicing"):
         rows = pd.read_csv(out / "rows" / f"{method}__L3__shard1of1.csv",
                            dtype={"input_idx": str})
         assert len(rows) == 1 and np.isfinite(rows["psnr"]).all()
-        assert str(rows["target_idx"][0]) not in rows["input_idx"][0].split(";")
+        inputs = rows["input_idx"][0].split(";")
+        assert str(rows["target_idx"][0]) not in inputs
+        covs = [cache.coverage(next(REAL.glob(f"ROIs*/*/S2/{t}/*.tif"))) for t in inputs]
+        assert rows["coverage"][0] == pytest.approx(np.mean(covs), abs=1e-12)
+        assert cache.misses == 0  # served from the cache the run filled
+        pred = out / "predictions" / method / "L3" / "ROIs1868_119_patch0.tif"
+        with rasterio.open(pred) as src:
+            assert (src.count, src.height, src.width) == (13, 101, 100)
 
 
 def test_s1_methods_skip_samples_whose_inputs_lack_s1(synth_root: Path, tmp_path: Path) -> None:
     """A patch missing S1 at one of its input dates is skipped (and named) for S1 methods only;
     a tree where some patches keep S1 is not refused."""
-    from crbench.cli.run import check_s1
     from crbench.runner.config import RunConfig
-    from crbench.runner.execute import _drop_without_s1, partial_dates
+    from crbench.runner.execute import _drop_without_s1, check_s1, partial_dates
 
     root = tmp_path / "root"
     shutil.copytree(synth_root / ROI, root / ROI)
@@ -182,3 +196,67 @@ def test_s1_methods_skip_samples_whose_inputs_lack_s1(synth_root: Path, tmp_path
     same, none = _drop_without_s1(index, "least_cloudy", no_s1)
     assert len(same) == len(index) and none == []
     check_s1(scan_tree(root, "test"), ("seq2point",))  # patch 0 has S1: not refused
+
+
+LEARNED = ("seq2point", "stgan", "seqdm", "seqdm_no_tts")
+S1_METHODS = "methods that need S1: seq2point, seqdm, seqdm_no_tts, stgan"
+
+
+def _train_rois_without_s1(synth_root: Path, root: Path, keep_s1: str | None = None) -> Path:
+    """Copy of the tree's train ROIs (and its val ROI) with every S1 folder removed except
+    that of ``keep_s1``."""
+    from crbench.data.index import check_split_region
+
+    for roi in check_split_region("train", "all") + check_split_region("val", "all"):
+        if (synth_root / roi).is_dir():
+            shutil.copytree(synth_root / roi, root / roi)
+            if roi != keep_s1:
+                shutil.rmtree(root / roi / "S1")
+    return root
+
+
+@pytest.mark.parametrize("method", LEARNED)
+def test_train_refuses_s1_methods_on_a_tree_without_s1(synth_root: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture,
+                                                       method: str) -> None:
+    """One line naming --data, the tree and the methods that need S1; nothing written
+    (before: seq2point and stgan trained on S1 images of zeros, SeqDMs failed on a batch)."""
+    from crbench.cli.main import main
+
+    root = _train_rois_without_s1(synth_root, tmp_path / "root")
+    out = tmp_path / "ckpt"
+    assert main(["train", method, "--data", str(root), "--L", "3", "--preset", "tiny",
+                 "--steps", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith(f"crbench train: error: --data: {root} has no S1 for the train split")
+    assert f"{method} needs S1" in err and S1_METHODS in err
+    assert not out.exists() and not (root / ".crbench").exists()
+
+
+def test_fit_refuses_without_s1_and_passes_with_some(synth_root: Path, tmp_path: Path) -> None:
+    """The library refuses too (``data_root``); a train split where one ROI has S1 passes."""
+    from crbench.registry import get_method_class
+    from crbench.training import check_train_s1
+
+    root = _train_rois_without_s1(synth_root, tmp_path / "root")
+    stgan = get_method_class("stgan")(preset="tiny")
+    with pytest.raises(UsageError, match=r"^data_root: .* stgan needs S1; train it on a tree"):
+        stgan.fit(root, tmp_path / "ckpt", steps=1, progress=False)
+    assert not (tmp_path / "ckpt").exists()
+    some = _train_rois_without_s1(synth_root, tmp_path / "some", keep_s1="ROIs1868/36")
+    check_train_s1("stgan", stgan.needs, some)  # one ROI with S1: not refused
+    check_train_s1("least_cloudy", get_method_class("least_cloudy").needs, root)
+
+
+def test_runner_refuses_s1_methods_on_a_tree_without_s1(synth_root: Path,
+                                                        tmp_path: Path) -> None:
+    """`crbench.runner.run` (the library API) refuses, naming ``methods``, before writing."""
+    from crbench.runner import RunConfig, run
+
+    root = _partial(synth_root, tmp_path / "root", s1=False)
+    cfg = RunConfig(data=root, methods=["least_cloudy", "stgan"], seq_lens=[3],
+                    out=tmp_path / "R")
+    with pytest.raises(UsageError, match=r"^methods: stgan need S1, but all 2 patches"):
+        run(cfg)
+    assert not (tmp_path / "R").exists()

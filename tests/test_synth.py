@@ -295,8 +295,10 @@ def test_sar_changes_with_the_season(synth_root: Path) -> None:
     ({"rois": ["ROIs1868/119", "ROIs1868/119"]}, ["rois", "distinct"]),
     ({"rois": True}, ["rois", "True"]),
     ({"patches": 0}, ["patches", "0", ">= 1"]),
-    ({"size": 24}, ["size", "24", "multiple of 8"]),
-    ({"size": 68}, ["size", "68", "multiple of 8"]),
+    ({"size": 24}, ["size", "24", ">= 32"]),
+    ({"size": (101, 31)}, ["size", "(101, 31)", "(height, width)"]),
+    ({"size": (40, 40, 40)}, ["size", "(40, 40, 40)", "(height, width)"]),
+    ({"size": "101x100"}, ["size", "'101x100'", "(height, width)"]),
     ({"seed": -1}, ["seed", "-1"]),
     ({"workers": 0}, ["workers", "0", ">= 1"]),
 ])
@@ -306,6 +308,35 @@ def test_bad_arguments_are_named(tmp_path: Path, kwargs: dict, words: list[str])
     for w in words:
         assert w in str(info.value)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("size", "shape"), [((37, 50), (37, 50)), ((101, 100), (101, 100)),
+                                             (33, (33, 33))])
+def test_any_size_and_non_square(tmp_path: Path, size, shape) -> None:
+    """Any sides >= 32 (odd, non-square): every GeoTIFF and the ground truth have (H, W)
+    = ``shape``, and the pixels are the top-left crop of the square tree of the grid side
+    (so a 64 x 64 tree is unchanged from square-only versions)."""
+    synthesize(tmp_path / "a", rois=1, patches=1, size=size, seed=3)
+    side = -(-max(shape) // 8) * 8
+    synthesize(tmp_path / "sq", rois=1, patches=1, size=side, seed=3)
+    files = sorted((tmp_path / "a").glob("ROIs*/*/S*/*/*.tif"))
+    assert len(files) == 2 * N_DATES
+    for f in files[::7]:
+        with rasterio.open(f) as a, rasterio.open(tmp_path / "sq" / f.relative_to(
+                tmp_path / "a")) as sq:
+            assert (a.height, a.width) == shape
+            np.testing.assert_array_equal(a.read(), sq.read()[:, :shape[0], :shape[1]])
+            assert a.transform == sq.transform
+    truth = load_truth(tmp_path / "a", ROIS4[0], 0)
+    assert truth.classes.shape == (N_DATES, *shape)
+
+
+def test_cli_non_square_size(tmp_path: Path, capsys) -> None:
+    assert main(["synth", str(tmp_path / "n"), "--rois", "1", "--patches", "1", "--size",
+                 "37x50", "--quiet"]) == 0
+    assert "37x50 px" in capsys.readouterr().out
+    with rasterio.open(next((tmp_path / "n").glob("ROIs*/*/S2/*/*.tif"))) as src:
+        assert (src.height, src.width) == (37, 50)
 
 
 def test_cli_writes_summary_and_refuses_foreign_dirs(tmp_path: Path, capsys) -> None:
@@ -320,9 +351,13 @@ def test_cli_writes_summary_and_refuses_foreign_dirs(tmp_path: Path, capsys) -> 
     assert not (root / ROIS4[0].split("/")[0]).exists()
     assert (root / "ROIs1970" / "139").is_dir()
     capsys.readouterr()
-    assert main(["synth", str(tmp_path / "t"), "--size", "36"]) == 2
+    assert main(["synth", str(tmp_path / "t"), "--size", "20"]) == 2
     err = capsys.readouterr().err
-    assert "--size" in err and "36" in err and "multiple of 8" in err
+    assert "--size" in err and "20" in err and ">= 32" in err
+    for bad in ("101x", "101x100x3", "axb", "101x20"):
+        assert main(["synth", str(tmp_path / "t"), "--size", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"--size: got '{bad}'" in err and "HEIGHTxWIDTH" in err
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

@@ -23,7 +23,8 @@ _FLAGS = {"data_root": "--data", "min_cov": "--min-cov", "max_cov": "--max-cov",
           "workers": "--workers", "batch_size": "--batch-size", "steps": "--steps",
           "crop": "--crop", "split": "--split", "region": "--region", "protocol": "--protocol",
           "L": "--L", "seq_len": "--L", "allow_pickle": "--allow-pickle",
-          "cache_dir": "--cache-dir", "seed": "--seed", "out": "--out"}
+          "cache_dir": "--cache-dir", "seed": "--seed", "out": "--out",
+          "methods": "--methods"}
 """Library parameter names -> the CLI flag that sets them, for messages ``"<name>: ..."``."""
 _POSITIONAL = {("data", "data_root"): "ROOT", ("data", "root"): "ROOT",
                ("synth", "root"): "ROOT"}

@@ -67,8 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_data(data: Path, split: str, region: str, allow_odd_values: bool,
-               methods: tuple[str, ...] = ()) -> None:
+def check_data(data: Path, split: str, region: str, allow_odd_values: bool) -> None:
     """Before anything is written: ``--data`` is a tree whose split lists cleanly, and (unless
     ``allow_odd_values``) a sample of its images has plausible values
     (:func:`crbench.data.verify.sample_odd_values`: 8 S2 and 8 S1 images, not the tree).
@@ -81,7 +80,6 @@ def check_data(data: Path, split: str, region: str, allow_odd_values: bool,
     from ..errors import DataError
 
     records = scan_tree(check_root(data, flag="--data"), split, region)
-    check_s1(records, methods)
     if allow_odd_values:
         return
     odd = sample_odd_values(records)
@@ -91,28 +89,6 @@ def check_data(data: Path, split: str, region: str, allow_odd_values: bool,
                         f"implausible values, e.g. {path}: {why}; check the units "
                         f"(`crbench data verify {data}` checks every file) or pass "
                         "--allow-odd-values")
-
-
-def check_s1(records: list, methods: tuple[str, ...]) -> None:
-    """Refuse methods that need S1 on a split where no patch has S1 at every date (where
-    some do, the run skips for those methods the samples whose inputs lack S1, counted and
-    named in the manifest).
-
-    Raises:
-        UsageError: naming ``--methods``, the methods and how many patches lack S1.
-    """
-    from ..api import Need
-    from ..errors import UsageError
-    from ..registry import get_method_class
-
-    lacking = [rec for rec in records if not rec.has_s1]
-    needy = [m for m in methods if Need.S1 in get_method_class(m).needs]
-    if lacking and needy and len(lacking) == len(records):
-        first = lacking[0]
-        raise UsageError(f"--methods: {', '.join(needy)} need S1, but all {len(lacking)} "
-                         f"patches lack S1 images for some date (e.g. "
-                         f"{first.roi} patch {first.patch}); run only S1-free methods "
-                         "(e.g. least_cloudy,mosaicing) on this tree")
 
 
 def _summary_table(run_dir: Path, methods: list[str], seq_lens: list[int]) -> str:
@@ -155,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                     min_dates=args.min_dates)
     if args.dataset is not None or cfg.data.is_dir():
         resolve(cfg.data, args.dataset, "--data", tuple(cfg.seq_lens))
-    check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values, tuple(cfg.methods))
+    check_data(cfg.data, cfg.split, cfg.region, args.allow_odd_values)
     summary = run_all(cfg, on_start=lambda out: print(
         f"crbench run: writing rows to {out / 'rows'}", file=sys.stderr, flush=True))
     for mr in summary.runs:

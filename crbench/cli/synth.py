@@ -26,6 +26,16 @@ def _rois_arg(value: str) -> int | list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _size_arg(value: str) -> int | tuple[int, int] | str:
+    """``--size``: ``64`` (square) or ``HxW`` such as ``101x100``; anything else is passed on
+    as given, for the library's one-line refusal."""
+    parts = value.strip().lower().split("x")
+    if 1 <= len(parts) <= 2 and all(p.strip().isdigit() for p in parts):
+        sides = [int(p) for p in parts]
+        return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth", help="write a synthetic SEN12MS-CR-TS tree (real layout, with clouds)",
@@ -37,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 4)")
     p.add_argument("--patches", type=int, default=2, metavar="N",
                    help="patches per ROI (default: 2)")
-    p.add_argument("--size", type=int, default=128, metavar="PX",
-                   help="patch side in pixels, a multiple of 8 and at least 32 (default: 128)")
+    p.add_argument("--size", default="128", metavar="PX|HxW",
+                   help="patch side in pixels, or HEIGHTxWIDTH for non-square patches (e.g. "
+                        "101x100), each at least 32 (default: 128)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="parallel processes (default: 1; the output does not depend on it)")
@@ -57,24 +68,32 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import UsageError
     from ..synth import cr_line, synthesize, synthesize_cr
+    from ..synth.tree import MIN_SIZE
 
     if args.dataset not in ("sen12mscrts", "sen12mscr"):
         raise UsageError(f"--dataset: unknown value {args.dataset!r}; expected sen12mscrts or "
                          "sen12mscr")
     try:
         if args.dataset == "sen12mscr":
+            size = _size_arg(args.size)
+            if not isinstance(size, int):
+                raise UsageError(f"--size: got {args.size!r}; --dataset sen12mscr takes one "
+                                 "side in pixels (a multiple of 8, at least 32)")
             summary = synthesize_cr(Path(args.root), scenes=args.rois, patches=args.patches,
-                                    size=args.size, seed=args.seed, force=args.force)
+                                    size=size, seed=args.seed, force=args.force)
             print(cr_line(summary), file=sys.stdout)
             return 0
         summary = synthesize(Path(args.root), rois=args.rois, patches=args.patches,
-                             size=args.size, seed=args.seed, progress=not args.quiet,
+                             size=_size_arg(args.size), seed=args.seed, progress=not args.quiet,
                              force=args.force, workers=args.workers)
     except UsageError as exc:
         # Library messages name the parameter ("size: ..."); show it as the CLI option.
         msg = str(exc)
         head, sep, rest = msg.partition(": ")
-        if sep and head in {"rois", "patches", "size", "seed", "workers", "root"}:
+        if head == "size":  # as typed: HEIGHTxWIDTH, not the library's (height, width)
+            msg = (f"--size: got {args.size!r}; expected a side in pixels or HEIGHTxWIDTH "
+                   f"(e.g. 101x100), each >= {MIN_SIZE}")
+        elif sep and head in {"rois", "patches", "seed", "workers", "root"}:
             msg = f"{'ROOT' if head == 'root' else '--' + head}: {rest}"
         raise UsageError(msg) from None
     print(summary.line(), file=sys.stdout)

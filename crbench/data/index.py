@@ -31,6 +31,15 @@ INDEX_COLUMNS: tuple[str, ...] = ("roi", "patch", "input_idx", "target_idx", "co
 LIST_SEP = ";"
 
 
+def lacking_s1(records: Sequence[PatchRecord]) -> PatchRecord | None:
+    """The first patch of ``records`` when every one lacks an S1 image for some date (a tree
+    or split without S1, where a method that needs S1 would only see zeros); None when some
+    patch has S1 at every date, or there is no patch."""
+    if records and not any(rec.has_s1 for rec in records):
+        return records[0]
+    return None
+
+
 def check_split_region(split: str, region: str) -> tuple[str, ...]:
     """The ROI keys of ``split`` in ``region``.
 

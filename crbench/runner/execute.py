@@ -231,6 +231,27 @@ def _check_methods(cfg: RunConfig) -> dict[str, bool]:
     return trainable
 
 
+def check_s1(records: list, methods: tuple[str, ...]) -> None:
+    """Refuse methods that need S1 on a split where no patch has S1 at every date (where
+    some do, the run skips for those methods the samples whose inputs lack S1, counted and
+    named in the manifest).
+
+    Raises:
+        UsageError: naming ``methods``, the methods and how many patches lack S1.
+    """
+    from ..api import Need
+    from ..data.index import lacking_s1
+    from ..registry import get_method_class
+
+    first = lacking_s1(records)
+    needy = [m for m in methods if Need.S1 in get_method_class(m).needs]
+    if first is not None and needy:
+        raise UsageError(f"methods: {', '.join(needy)} need S1, but all {len(records)} "
+                         f"patches lack S1 images for some date (e.g. "
+                         f"{first.roi} patch {first.patch}); run only S1-free methods "
+                         "(e.g. least_cloudy,mosaicing) on this tree")
+
+
 def _check_checkpoint(name: str, seq_len: int, path: Path, per_l: Path) -> None:
     """Fail before any work if a checkpoint lacks its config or was trained for another L."""
     from ..errors import CheckpointError
@@ -275,7 +296,8 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
     missing), then each method runs over the shard's remaining samples.
 
     Raises:
-        UsageError: bad settings; ``cfg.out`` holds a run with other settings, or rows of a
+        UsageError: bad settings; methods that need S1 on a split without S1
+            (:func:`check_s1`); ``cfg.out`` holds a run with other settings, or rows of a
             checkpoint whose weights have changed since (content hash); another process is
             writing the same samples into ``cfg.out`` (names its pid).
         PluginError / CheckpointError: a method cannot be imported or lacks a checkpoint.
@@ -283,7 +305,9 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
         KeyboardInterrupt: Ctrl-C (rows written so far are kept; rerun to resume).
     """
     from .. import distributed
+    from ..data.index import scan_tree
 
+    check_s1(scan_tree(cfg.data, cfg.split, cfg.region), tuple(cfg.methods))
     trainable = _check_methods(cfg)
     hashes = _checkpoint_hashes(cfg, trainable)
     device = _device(cfg)

@@ -214,7 +214,7 @@ class SynthSummary:
     root: Path
     rois: tuple[str, ...]
     patches: int
-    size: int
+    size: int | tuple[int, int]
     seed: int
     n_files: int
     truth_dir: Path
@@ -229,10 +229,16 @@ class SynthSummary:
         """One-line summary for the CLI."""
         n = len(self.rois) * self.patches
         return (f"wrote {self.n_files} GeoTIFFs to {self.root}: {len(self.rois)} ROIs x "
-                f"{self.patches} patches x {N_DATES} dates, {self.size}x{self.size} px, seed "
+                f"{self.patches} patches x {N_DATES} dates, {_size_text(self.size)} px, seed "
                 f"{self.seed}; mean cloud coverage {self.mean_coverage:.2f}, "
                 f"{n - len(self.no_clear)}/{n} patches with a clear date; "
                 f"ground truth in {self.truth_dir}")
+
+
+def _size_text(size: int | tuple[int, int]) -> str:
+    """``64x64`` for 64, ``101x100`` for (101, 100) (height x width)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return f"{h}x{w}"
 
 
 def _persistent(roi: str, patch: int, seed: int) -> bool:
@@ -297,13 +303,26 @@ def _write_tif(path: Path, data: np.ndarray, names: Sequence[str], crs, transfor
         dst.update_tags(**tags)
 
 
-def _write_patch(root: Path, roi: str, patch: int, size: int, seed: int,
+def grid_side(size: int | tuple[int, int]) -> int:
+    """Side of the square a patch of ``size`` (a side, or (height, width)) is generated on:
+    the longer side rounded up to a multiple of 8. A square size that is a multiple of 8 is
+    its own grid side, so such trees are byte-identical to those of square-only versions."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return -(-max(h, w) // 8) * 8
+
+
+def _write_patch(root: Path, roi: str, patch: int, size: int | tuple[int, int], seed: int,
                  dates: tuple[list[date], list[date]]) -> np.ndarray:
-    s2, s1, truth, cover = generate_patch(roi, patch, size, seed, dates)
+    """Write one patch of ``size``: generated on the square of :func:`grid_side` (patches
+    stay on one UTM grid of that step) and cropped to its top-left (height, width)."""
+    side = grid_side(size)
+    h, w = (size, size) if isinstance(size, int) else size
+    s2, s1, truth, cover = (np.ascontiguousarray(a[..., :h, :w])
+                            for a in generate_patch(roi, patch, side, seed, dates))
     geo = roi_georef(roi)
     from rasterio.crs import CRS
 
-    crs, transform = CRS.from_epsg(geo.epsg), _patch_transform(geo, patch, size)
+    crs, transform = CRS.from_epsg(geo.epsg), _patch_transform(geo, patch, side)
     for t in range(N_DATES):
         for mod, arr, names, day in (("s2", s2[t], S2_BANDS, dates[1][t]),
                                      ("s1", s1[t], S1_BANDS, dates[0][t])):
@@ -371,12 +390,29 @@ def _prepare_root(root: Path, force: bool) -> None:
     (root / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
 
 
-def _check_args(patches: int, size: int, seed: int, workers: int) -> None:
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_size(size: object) -> int | tuple[int, int]:
+    """``size`` as an int (square) or an (height, width) tuple of ints, each >= MIN_SIZE.
+
+    Raises:
+        UsageError: naming ``size``, the value and what is expected.
+    """
+    sides = (size,) if _is_int(size) else size
+    if (not isinstance(sides, (tuple, list)) or len(sides) not in (1, 2)
+            or not all(_is_int(v) and v >= MIN_SIZE for v in sides)):
+        raise UsageError(f"size: got {size!r}; expected a side in pixels >= {MIN_SIZE} or "
+                         f"(height, width) with both >= {MIN_SIZE}")
+    if len(sides) == 1 or sides[0] == sides[1]:
+        return int(sides[0])
+    return int(sides[0]), int(sides[1])
+
+
+def _check_args(patches: int, seed: int, workers: int) -> None:
     if isinstance(patches, bool) or not isinstance(patches, (int, np.integer)) or patches < 1:
         raise UsageError(f"patches: got {patches!r}; expected an integer >= 1")
-    if (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE
-            or size % 8):
-        raise UsageError(f"size: got {size!r}; expected a multiple of 8 that is >= {MIN_SIZE}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed: got {seed!r}; expected an integer >= 0")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
@@ -394,7 +430,8 @@ def _patch_job(args: tuple) -> np.ndarray:
     return cloud.mean(axis=(1, 2))
 
 
-def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2, size: int = 128,
+def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2,
+               size: int | tuple[int, int] = 128,
                seed: int = 0, progress: bool = False, force: bool = False,
                workers: int = 1) -> SynthSummary:
     """Write a synthetic SEN12MS-CR-TS tree under ``root``.
@@ -405,7 +442,8 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2, size
         rois: number of official ROIs, taken in interleaved split order (test, train, val,
             train, test, ...), or explicit ROI keys such as ``["ROIs1868/119"]``.
         patches: patches per ROI (numbered 0..patches-1, adjacent on a UTM grid).
-        size: patch side in pixels (multiple of 8, at least 32).
+        size: patch side in pixels, or (height, width) for non-square patches (any sides
+            >= 32, e.g. (101, 100) or (37, 50)).
         seed: random seed; the same arguments give byte-identical files.
         progress: show a tqdm progress bar on stderr.
         force: write into a non-empty directory that is not a previous synth output.
@@ -420,12 +458,13 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2, size
     from tqdm import tqdm
 
     roi_keys = _resolve_rois(rois)
-    _check_args(patches, size, seed, workers)
+    size = check_size(size)
+    _check_args(patches, seed, workers)
     root = Path(root)
     _prepare_root(root, force)
-    summary = SynthSummary(root=root, rois=roi_keys, patches=int(patches), size=int(size),
+    summary = SynthSummary(root=root, rois=roi_keys, patches=int(patches), size=size,
                            seed=int(seed), n_files=0, truth_dir=root / TRUTH_DIR)
-    jobs = [(root, roi, p, int(size), int(seed), roi_dates(roi, seed))
+    jobs = [(root, roi, p, size, int(seed), roi_dates(roi, seed))
             for roi in roi_keys for p in range(patches)]
     bar = tqdm(total=len(jobs), desc="synth", unit="patch", disable=not progress)
     with bar:
@@ -448,6 +487,6 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2, size
             summary.no_clear.append((roi, p))
         summary.n_files += 2 * N_DATES
     manifest = {"generator": "crbench.synth", "rois": list(roi_keys), "patches": int(patches),
-                "size": int(size), "seed": int(seed)}
+                "size": size if isinstance(size, int) else list(size), "seed": int(seed)}
     (root / TRUTH_DIR / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return summary

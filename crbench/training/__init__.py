@@ -38,6 +38,7 @@ from .loop import (
 from .options import (
     TrainOptions,
     check_fit_args,
+    check_train_s1,
     from_network_range,
     linear_decay,
     resolve_config,
@@ -47,7 +48,8 @@ from .options import (
 __all__ = [
     "HISTORY_FILE", "BatchSource", "DatasetSource", "PredictFn", "RepeatSource", "Share",
     "StepContext", "StepFn", "TrainOptions", "TrainParts", "Trainer", "batch_psnr",
-    "batch_size_of", "check_fit_args", "check_global_batch", "check_in_sync", "fit_on_dataset",
+    "batch_size_of", "check_fit_args", "check_global_batch", "check_in_sync", "check_train_s1",
+    "fit_on_dataset",
     "from_network_range", "linear_decay", "main_first", "resolve_config", "seed_everything",
     "to_network_range", "validation_batches", "weighted_mean_over_ranks", "write_history",
 ]

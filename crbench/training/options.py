@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,6 +116,39 @@ class TrainOptions:
     val_every: int | None = None
     log_every: int = 10
     s1_db_range: tuple[tuple[float, float], ...] | None = None
+
+
+def check_train_s1(method: str, needs: Iterable[Any], data_root: Path, region: str = "all",
+                   s1_methods: Sequence[str] = ()) -> None:
+    """Refuse to train ``method``, whose ``needs`` include S1, on a train split where no
+    patch has S1 at every date: it would learn from S1 images of zeros. A split with some
+    such patches, or with no patch at all (the dataset says so), passes.
+
+    Args:
+        method: the method's name; ``needs``: its :class:`crbench.api.Need` set.
+        data_root: the tree; ``region``: the training region.
+        s1_methods: the registered methods that need S1, named in the message if given.
+
+    Raises:
+        UsageError: naming ``data_root``, the tree and the methods that need S1.
+    """
+    from ..api import Need
+    from ..data.index import lacking_s1, scan_tree
+    from ..errors import DatasetNotFoundError
+
+    if Need.S1 not in set(needs):
+        return
+    try:
+        records = scan_tree(Path(data_root), "train", region)
+    except DatasetNotFoundError:
+        return
+    first = lacking_s1(records)
+    if first is not None:
+        which = f" (methods that need S1: {', '.join(s1_methods)})" if s1_methods else ""
+        raise UsageError(f"data_root: {data_root} has no S1 for the train split (all "
+                         f"{len(records)} patches lack S1 images for some date, e.g. "
+                         f"{first.roi} patch {first.patch}); {method} needs S1{which}; train "
+                         "it on a tree with S1")
 
 
 def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:

@@ -91,7 +91,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from crbench import distributed
 from crbench.api import Inputs, Need, TrainableMethod
@@ -102,6 +101,7 @@ from crbench.torchutil import (
     check_config,
     load_checkpoint,
     load_weights,
+    pad_to_multiple,
     pick_device,
     save_checkpoint,
 )
@@ -291,9 +291,13 @@ class SeqDM(TrainableMethod):
         """Train with Algorithm 2 (or Eq. 27 alone without temporal training) on the train
         split at L = ``train_L``; checkpoints, trainer.pt and history.csv go to ``out``.
         ``steps`` counts iterations of Algorithm 2 (default: the preset's ``train_steps``, or
-        where that is None, ``epochs`` passes over the train split)."""
+        where that is None, ``epochs`` passes over the train split). A tree without S1 for
+        the train split is refused (UsageError naming ``data_root``)."""
+        from crbench.training import check_train_s1
+
         from .train import run_training
 
+        check_train_s1(self.name, self.needs, data_root, region)
         out = Path(out)
         self.to(distributed.device_for_rank(pick_device(device)))
         if resume:
@@ -385,18 +389,15 @@ class SeqDM(TrainableMethod):
 
     def _network_inputs(self, inputs: Inputs
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """Network-unit tensors on the model's device, reflect-padded to a multiple of the
-        U-Net's downsampling factor (the padding is cropped off the result)."""
+        """Network-unit tensors on the model's device, edge-padded once for the whole
+        sampling trajectory to a multiple of the U-Net's downsampling factor, and the
+        original (H, W) for cropping the result."""
         from .train import to_network
 
         s2, s1, clear = to_network(inputs.to(self.device))
-        h, w = s2.shape[-2:]
         m = self.net.multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            s2, s1, clear = (F.pad(x.flatten(0, 1), (0, pw, 0, ph), mode="replicate")
-                             .unflatten(0, x.shape[:2]) for x in (s2, s1, clear))
-        return s2.float(), s1.float(), clear.float(), (h, w)
+        (s2, size), (s1, _), (clear, _) = (pad_to_multiple(x, m) for x in (s2, s1, clear))
+        return s2.float(), s1.float(), clear.float(), size
 
     def describe(self) -> dict[str, Any]:
         """Summary for run manifests, with the full config and the last sampling seed."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
 from crbench.errors import UsageError
+from crbench.torchutil import crop_to, pad_to_multiple
 
 NET_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks",
             "attention_resolutions", "num_heads", "dropout")
@@ -106,5 +107,8 @@ class MmDMNet(nn.Module):
         self.multiple = 2 ** (len(cfg["channel_mult"]) - 1)
 
     def forward(self, x_t: torch.Tensor, a_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict (epsilon, v) for the main modality from both noisy modalities."""
-        return self.unet(torch.cat([x_t, a_t], dim=1), t, return_dict=False)[0]
+        """Predict (epsilon, v) for the main modality from both noisy modalities; images of
+        any size (edge-padded to a multiple of the U-Net's downsampling factor, the output
+        cropped back), e.g. training on whole 37 x 50 patches."""
+        x, size = pad_to_multiple(torch.cat([x_t, a_t], dim=1), self.multiple)
+        return crop_to(self.unet(x, t, return_dict=False)[0], size)

@@ -104,9 +104,11 @@ from crbench.errors import CheckpointError, UsageError
 from crbench.torchutil import (
     autocast,
     check_config,
+    crop_to,
     eval_mode,
     load_checkpoint,
     load_weights,
+    pad_to_multiple,
     read_config,
     save_checkpoint,
 )
@@ -114,6 +116,7 @@ from crbench.training import (
     StepContext,
     TrainOptions,
     TrainParts,
+    check_train_s1,
     fit_on_dataset,
     from_network_range,
     linear_decay,
@@ -272,13 +275,8 @@ class PaddedGenerator(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c, h, w = x.shape
-        s = int(self.net.stride)
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x.reshape(b, n * c, h, w), (0, pw, 0, ph), mode="replicate")
-            x = x.reshape(b, n, c, h + ph, w + pw)
-        return self.net(x)[..., :h, :w]
+        x, size = pad_to_multiple(x, int(self.net.stride))
+        return crop_to(self.net(x), size)
 
 
 def patch_discriminator(in_ch: int, ndf: int, norm: str, n_layers: int = 3) -> nn.Sequential:
@@ -529,10 +527,12 @@ class STGAN(TrainableMethod):
             batch_size: int | None = None, device: str | None = None, resume: bool = False,
             seed: int = 0, progress: bool = True, workers: int = 0, region: str = "all",
             crop: int | None = None) -> Path:
-        """Train on the train split (random sampler); checkpoints and history.csv in ``out``."""
+        """Train on the train split (random sampler); checkpoints and history.csv in ``out``.
+        A tree without S1 for the train split is refused (UsageError naming ``data_root``)."""
         if crop is not None and crop < MIN_CROP:
             raise UsageError(f"crop: {crop} px is too small for the 70x70 PatchGAN "
                              f"discriminator; expected at least {MIN_CROP}")
+        check_train_s1(self.name, self.needs, data_root, region)
         c = self.config
         opts = TrainOptions(
             seq_len=c["train_seq_len"], batch_size=batch_size or c["batch_size"], steps=steps,
