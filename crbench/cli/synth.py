@@ -75,12 +75,9 @@ def run(args: argparse.Namespace) -> int:
                          "sen12mscr")
     try:
         if args.dataset == "sen12mscr":
-            size = _size_arg(args.size)
-            if not isinstance(size, int):
-                raise UsageError(f"--size: got {args.size!r}; --dataset sen12mscr takes one "
-                                 "side in pixels (a multiple of 8, at least 32)")
             summary = synthesize_cr(Path(args.root), scenes=args.rois, patches=args.patches,
-                                    size=size, seed=args.seed, force=args.force)
+                                    size=_size_arg(args.size), seed=args.seed,
+                                    force=args.force)
             print(cr_line(summary), file=sys.stdout)
             return 0
         summary = synthesize(Path(args.root), rois=args.rois, patches=args.patches,
@@ -90,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         # Library messages name the parameter ("size: ..."); show it as the CLI option.
         msg = str(exc)
         head, sep, rest = msg.partition(": ")
-        if head == "size":  # as typed: HEIGHTxWIDTH, not the library's (height, width)
+        if head == "size" and args.dataset == "sen12mscr":
+            msg = f"--size: got {args.size!r}; {rest.partition('; ')[2]}"
+        elif head == "size":  # as typed: HEIGHTxWIDTH, not the library's (height, width)
             msg = (f"--size: got {args.size!r}; expected a side in pixels or HEIGHTxWIDTH "
                    f"(e.g. 101x100), each >= {MIN_SIZE}")
         elif sep and head in {"rois", "patches", "seed", "workers", "root"}:

@@ -28,6 +28,7 @@ from .noise import key_hash
 from .scene import backscatter, climate_for, make_surface, reflectance, sensor
 from .tree import (
     MANIFEST,
+    MIN_SIZE,
     PATCHES_PER_ROW,
     TRUTH_DIR,
     SynthSummary,
@@ -129,7 +130,10 @@ def synthesize_cr(root: Path, scenes: int = 3, patches: int = 2, size: int = 128
         UsageError: a bad argument (named in the message) or a foreign non-empty ``root``.
     """
     keys = _resolve(scenes)
-    _check_args(patches, size, seed, 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % 8:
+        raise UsageError(f"size: got {size!r}; expected one side in pixels, a multiple of 8 "
+                         f"and at least {MIN_SIZE}")
+    _check_args(patches, seed, 1)
     root = Path(root)
     _prepare_root(root, force)  # clears a previous synth output of either data set
     summary = SynthSummary(root=root, rois=keys, patches=int(patches), size=int(size),
