@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="highest cloud coverage of an input date, in [0, 1] (default: 1.0)")
     i.add_argument("--protocol", default="toolbox", metavar="P",
                    help="toolbox: the target may also be an input (as the SEN12MS-CR-TS "
-                   "toolbox); strict: never (default: toolbox)")
+                   "toolbox); strict: never; parity: toolbox, and a blank S2 image counts as "
+                   "clear (coverage 0.0) as in the toolbox (default: toolbox)")
     i.add_argument("--import-pairs", type=Path, default=None, metavar="FILE",
                    help="convert the toolbox's pairing file "
                    "generic_<L>_<split>_<region>_s2cloudless_mask.npy instead of sampling "

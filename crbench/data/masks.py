@@ -3,7 +3,12 @@
 Cache layout: one compressed ``.npz`` file per (ROI, patch) under the cache directory
 (``<cache>/<ROIsXXXX>/<id>/patch_<n>.npz``), holding, for every date of that patch that was
 computed, the key of its source image (path relative to the data root, file size, mtime_ns),
-its coverage and its bit-packed mask. Reading coverage loads only the small key/coverage
+its coverage, whether the image is blank and its bit-packed mask. The blank flag lets a
+caller apply either blank rule without recomputing anything: crbench's (blank = fully
+cloudy, what the stored mask and coverage say) or the toolbox's (``blank_clear=True``: blank
+= clear, coverage 0.0). Files of format 1 (before the flag) stay valid; there the flag is
+unknown for images of coverage 1.0 and is found, when ``blank_clear`` asks for it, by reading
+the image (no s2cloudless). Reading coverage loads only the small key/coverage
 arrays of one file, never the masks, so indexing thousands of images reads one small file per
 patch. Every write re-reads the file under a lock, merges, writes a temporary file and
 renames it over the old one, so a crash never leaves a half-written entry and concurrent
@@ -37,8 +42,11 @@ from crbench.data.layout import EXPECTED_LAYOUT, parse_name
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
 
 CACHE_ENV = "CRBENCH_CACHE_DIR"
-_FORMAT = json.dumps({"format": 1, "s2cloudless": S2CLOUDLESS_KWARGS, "blank_eps": BLANK_EPS},
+_FORMAT_V1 = json.dumps({"format": 1, "s2cloudless": S2CLOUDLESS_KWARGS,
+                        "blank_eps": BLANK_EPS}, sort_keys=True)
+_FORMAT = json.dumps({"format": 2, "s2cloudless": S2CLOUDLESS_KWARGS, "blank_eps": BLANK_EPS},
                      sort_keys=True)
+BLANK_UNKNOWN = -1  # blank flag of an entry stored without one (format 1, MaskCache.store)
 _META_KEYS = ("format", "paths", "sizes", "mtimes", "coverage", "shapes", "offsets")
 _BAD_CACHE = (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile)
 _MAX_GROUPS = 128  # patch files kept in memory per MaskCache
@@ -56,16 +64,32 @@ def _detector():
     return _DETECTOR
 
 
-def compute_cloud_mask(raw_s2: np.ndarray) -> np.ndarray:
+def _scaled(raw_s2: np.ndarray) -> np.ndarray:
+    """``raw_s2`` clipped and scaled to [0, 1], after checking its shape."""
+    raw = np.asarray(raw_s2)
+    if raw.ndim != 3 or raw.shape[0] != N_S2_BANDS:
+        raise UsageError(f"raw_s2: shape {raw.shape} is not an S2 image; expected "
+                         f"({N_S2_BANDS}, H, W)")
+    return scale_s2(raw)
+
+
+def is_blank(img: np.ndarray) -> bool:
+    """Whether a scaled S2 image is blank: mean and std below ``BLANK_EPS`` (1e-5)."""
+    return bool(img.mean() < BLANK_EPS and img.std() < BLANK_EPS)
+
+
+def compute_cloud_mask(raw_s2: np.ndarray, blank_clear: bool = False) -> np.ndarray:
     """Cloud mask of one S2 image, exactly as the SEN12MS-CR-TS toolbox computes it.
 
     The image is clipped to [0, 10000] and divided by 10000, moved to channels-last with a
     batch axis and given to ``S2PixelCloudDetector(threshold=0.4, all_bands=True,
     average_over=4, dilation_size=2)``. An all-blank image (mean and std of the scaled image
-    below 1e-5) counts as fully cloudy.
+    below 1e-5) counts as fully cloudy (crbench's rule), or as fully clear with
+    ``blank_clear`` (the toolbox's: its s2cloudless finds no cloud in zeros).
 
     Args:
         raw_s2: Raw S2 digital numbers, shape (13, H, W).
+        blank_clear: the toolbox's blank rule instead of crbench's.
 
     Returns:
         Boolean mask (H, W), True = cloud.
@@ -73,13 +97,9 @@ def compute_cloud_mask(raw_s2: np.ndarray) -> np.ndarray:
     Raises:
         UsageError: ``raw_s2`` does not have shape (13, H, W).
     """
-    raw = np.asarray(raw_s2)
-    if raw.ndim != 3 or raw.shape[0] != N_S2_BANDS:
-        raise UsageError(f"raw_s2: shape {raw.shape} is not an S2 image; expected "
-                         f"({N_S2_BANDS}, H, W)")
-    img = scale_s2(raw)
-    if img.mean() < BLANK_EPS and img.std() < BLANK_EPS:
-        return np.ones(img.shape[1:], dtype=bool)
+    img = _scaled(raw_s2)
+    if is_blank(img):
+        return np.full(img.shape[1:], not blank_clear, dtype=bool)
     batch = np.moveaxis(img, 0, -1)[None, ...]
     return _detector().get_cloud_masks(batch)[0].astype(bool)
 
@@ -116,6 +136,7 @@ class _Entry:
     coverage: float
     shape: tuple[int, int]
     packed: np.ndarray
+    blank: int = BLANK_UNKNOWN  # 1 blank, 0 not, BLANK_UNKNOWN not recorded
 
 
 @dataclass
@@ -130,12 +151,18 @@ class _Group:
     shapes: np.ndarray
     offsets: np.ndarray
     bits: np.ndarray | None = None
+    blank: np.ndarray | None = None  # int8 per entry: 1, 0 or BLANK_UNKNOWN
+
+    def __post_init__(self) -> None:
+        if self.blank is None:  # format 1: only a fully cloudy image can be blank
+            self.blank = np.where(np.asarray(self.coverage) >= 1.0, BLANK_UNKNOWN,
+                                  0).astype(np.int8)
 
     @classmethod
     def empty(cls) -> _Group:
         z = np.zeros(0, dtype=np.int64)
         return cls(None, {}, z, z, np.zeros(0), np.zeros((0, 2), np.int64), np.zeros(1, np.int64),
-                   np.zeros(0, np.uint8))
+                   np.zeros(0, np.uint8), np.zeros(0, np.int8))
 
     def fresh(self, rel: str, st: os.stat_result) -> int | None:
         """Index of ``rel`` if stored with the same size and mtime as ``st``, else None."""
@@ -158,7 +185,7 @@ class _Group:
             raise RuntimeError("internal: mask bits not loaded")
         return {rel: _Entry(int(self.sizes[i]), int(self.mtimes[i]), float(self.coverage[i]),
                             (int(self.shapes[i][0]), int(self.shapes[i][1])),
-                            self.bits[self.offsets[i]:self.offsets[i + 1]])
+                            self.bits[self.offsets[i]:self.offsets[i + 1]], int(self.blank[i]))
                 for rel, i in self.index.items()}
 
 
@@ -168,19 +195,20 @@ def _read_group(path: Path, with_bits: bool) -> _Group:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             with np.load(fh, allow_pickle=False) as z:
-                if str(z["format"]) != _FORMAT:
+                if str(z["format"]) not in (_FORMAT, _FORMAT_V1):
                     return _Group.empty()
                 paths = [str(p) for p in z["paths"]]
                 group = _Group((st.st_size, st.st_mtime_ns), {p: i for i, p in enumerate(paths)},
                                z["sizes"], z["mtimes"], z["coverage"], z["shapes"], z["offsets"],
-                               z["bits"] if with_bits else None)
+                               z["bits"] if with_bits else None,
+                               z["blank"] if "blank" in z.files else None)
     except FileNotFoundError:
         return _Group.empty()
     except _BAD_CACHE:
         return _Group.empty()
     n = len(group.index)
     if not (len(group.sizes) == len(group.mtimes) == len(group.coverage) == len(group.shapes)
-            == n and len(group.offsets) == n + 1):
+            == len(group.blank) == n and len(group.offsets) == n + 1):
         return _Group.empty()
     if with_bits and (group.bits is None or len(group.bits) != int(group.offsets[-1])):
         return _Group.empty()
@@ -219,6 +247,7 @@ def _write_group(path: Path, updates: dict[str, _Entry]) -> None:
             "coverage": np.array([merged[r].coverage for r in rels], dtype=np.float64),
             "shapes": np.array([merged[r].shape for r in rels], dtype=np.int64).reshape(-1, 2),
             "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "blank": np.array([merged[r].blank for r in rels], dtype=np.int8),
             "bits": (np.concatenate([merged[r].packed for r in rels]).astype(np.uint8)
                      if rels else np.zeros(0, np.uint8)),
         }
@@ -237,9 +266,11 @@ def _write_group(path: Path, updates: dict[str, _Entry]) -> None:
 def _compute_entry(path: Path) -> _Entry:
     """Read one S2 image and compute its mask; the key is taken before reading."""
     st = path.stat()
-    mask = compute_cloud_mask(read_s2(path).array)
+    raw = read_s2(path).array
+    mask = compute_cloud_mask(raw)
+    blank = int(mask.all() and is_blank(_scaled(raw)))
     return _Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
-                  np.packbits(mask.ravel()))
+                  np.packbits(mask.ravel()), blank)
 
 
 def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
@@ -396,41 +427,78 @@ class MaskCache:
         _, rel, st = self._locate(s2_path)
         return self._group(self._group_path(rel), rel, st, with_bits=False)[1] is not None
 
-    def coverage(self, s2_path: Path) -> float:
-        """Cloud coverage (mean of the mask) of one image; read from the cache when fresh."""
+    def coverage(self, s2_path: Path, blank_clear: bool = False) -> float:
+        """Cloud coverage (mean of the mask) of one image; read from the cache when fresh.
+
+        Args:
+            s2_path: the S2 image.
+            blank_clear: the toolbox's blank rule: a blank image has coverage 0.0 (else 1.0).
+        """
         path, rel, st = self._locate(s2_path)
         gpath = self._group_path(rel)
         group, i = self._group(gpath, rel, st, with_bits=False)
-        if i is not None:
+        if i is None:
+            entry = self._compute(path, rel, gpath)
+            cov, blank = entry.coverage, entry.blank
+        else:
             self.hits += 1
-            return float(group.coverage[i])
-        return float(self._compute(path, rel, gpath).mean())
+            cov, blank = float(group.coverage[i]), int(group.blank[i])
+        return 0.0 if blank_clear and self._blank(path, blank) else cov
 
-    def mask(self, s2_path: Path) -> np.ndarray:
-        """Boolean cloud mask (H, W) of one image; computed and stored if missing or stale."""
+    def mask(self, s2_path: Path, blank_clear: bool = False) -> np.ndarray:
+        """Boolean cloud mask (H, W) of one image; computed and stored if missing or stale.
+
+        Args:
+            s2_path: the S2 image.
+            blank_clear: the toolbox's blank rule: a blank image's mask is all clear.
+        """
         path, rel, st = self._locate(s2_path)
         gpath = self._group_path(rel)
         group, i = self._group(gpath, rel, st, with_bits=True)
-        if i is not None:
+        if i is None:
+            entry = self._compute(path, rel, gpath)
+            h, w = entry.shape
+            mask, blank = np.unpackbits(entry.packed, count=h * w).reshape(h, w).astype(bool), \
+                entry.blank
+        else:
             self.hits += 1
-            return group.unpack(i)
-        return self._compute(path, rel, gpath)
+            mask, blank = group.unpack(i), int(group.blank[i])
+        return np.zeros_like(mask) if blank_clear and self._blank(path, blank) else mask
+
+    @staticmethod
+    def _blank(path: Path, flag: int) -> bool:
+        """Whether the image is blank, from its stored flag; read from the image if unknown."""
+        if flag != BLANK_UNKNOWN:
+            return bool(flag)
+        return is_blank(_scaled(read_s2(path).array))
 
     def coverages(self, s2_paths: Iterable[Path], workers: int = 1,
-                  progress: bool = False) -> list[float]:
+                  progress: bool = False, blank_clear: bool = False) -> list[float]:
         """Coverage of many images; missing ones are computed first, one write per patch.
 
+        Args:
+            s2_paths: the S2 images.
+            workers: processes computing missing masks.
+            progress: progress bar (stderr) while computing.
+            blank_clear: the toolbox's blank rule (see :meth:`coverage`).
+
         Raises:
             DataError: an image could not be read (the first such image is named).
             DatasetNotFoundError: an image does not exist.
         """
         paths = list(s2_paths)
         self._ensure(paths, workers, progress)
-        return [self.coverage(p) for p in paths]
+        return [self.coverage(p, blank_clear) for p in paths]
 
     def masks(self, s2_paths: Iterable[Path], workers: int = 1,
-              progress: bool = False) -> list[np.ndarray]:
+              progress: bool = False, blank_clear: bool = False) -> list[np.ndarray]:
         """Masks of many images (e.g. the dates of one sample), one cache write per patch.
+
+        Args:
+            s2_paths: the S2 images.
+            workers: processes computing missing masks.
+            progress: progress bar (stderr) while computing.
+            blank_clear: the toolbox's blank rule (see :meth:`mask`).
 
         Raises:
             DataError: an image could not be read (the first such image is named).
@@ -438,7 +506,7 @@ class MaskCache:
         """
         paths = list(s2_paths)
         self._ensure(paths, workers, progress)
-        return [self.mask(p) for p in paths]
+        return [self.mask(p, blank_clear) for p in paths]
 
     def store(self, masks: Mapping[Path | str, np.ndarray]) -> int:
         """Store externally computed masks (e.g. a generator's ground truth) as if computed.
@@ -446,7 +514,9 @@ class MaskCache:
         This exists for masks computed outside this class: they are keyed like computed ones
         (path relative to the root, current file size and mtime), so later lookups treat them
         as fresh and run no s2cloudless on those images. The caller vouches that each mask
-        belongs to its image; only the shape is checked. One cache write per patch.
+        belongs to its image; only the shape is checked. Whether the image is blank is not
+        recorded (it is read from the image if ``blank_clear`` asks). One cache write per
+        patch.
 
         Args:
             masks: S2 image path under the data root -> mask (H, W), nonzero = cloud.
@@ -481,12 +551,11 @@ class MaskCache:
                 raise DatasetNotFoundError(message)
             raise DataError(message)
 
-    def _compute(self, path: Path, rel: str, gpath: Path) -> np.ndarray:
+    def _compute(self, path: Path, rel: str, gpath: Path) -> _Entry:
         entry = _compute_entry(path)
         self.misses += 1
         self._store(gpath, {rel: entry})
-        h, w = entry.shape
-        return np.unpackbits(entry.packed, count=h * w).reshape(h, w).astype(bool)
+        return entry
 
     def _stale_jobs(self, s2_paths: Iterable[Path], stats: PrecomputeStats
                     ) -> dict[Path, list[tuple[str, str]]]:

@@ -96,6 +96,13 @@ class TrainOptions:
 
     ``steps`` wins over ``epochs``; ``val_samples`` fixed-sampler samples of the val split
     (strict protocol) are used for validation every ``val_every`` steps (None: every epoch).
+
+    ``train_sampler`` chooses the training samples: "random" (crbench's: a clear target drawn
+    every epoch, L adjacent other dates as inputs) or "fixed" (the toolbox's train.py: one
+    sample per patch, the least cloudy date as target and the first L dates in the coverage
+    bounds as inputs, the target possibly one of them, every patch kept whether it matches
+    or not). ``protocol`` ("toolbox", "strict" or "parity") is the training data's protocol:
+    its blank rule for both samplers, and for "fixed" whether the target may be an input.
     """
 
     seq_len: int
@@ -112,6 +119,18 @@ class TrainOptions:
     val_samples: int = 4
     val_every: int | None = None
     log_every: int = 10
+    train_sampler: str = "random"
+    protocol: str = "toolbox"
+
+
+def check_train_data(train_sampler: str, protocol: str) -> None:
+    """UsageError for a ``train_sampler`` or ``protocol`` that names none."""
+    from ..data.dataset import SamplerKind
+    from ..data.sampler import Protocol
+    from ..errors import parse_enum
+
+    parse_enum(SamplerKind, train_sampler, "train_sampler")
+    Protocol.parse(protocol)
 
 
 def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:

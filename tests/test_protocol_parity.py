@@ -1,0 +1,300 @@
+"""Protocols against the SEN12MS-CR-TS toolbox: blank dates, mosaicing's fill, the training
+sampler, and ``crbench run --protocol parity|toolbox`` checked against a reference written
+here from the toolbox's code (data/dataLoader.py: masks, coverage, least-cloudy target,
+first L inputs; test.py: its least-cloudy and mosaicing baselines under the "resnet"
+scaling, S2 / 2000 in [0, 5], fill 0.5 there, exact zeros left out of the mean).
+
+The tree: a synthetic test ROI whose S2 images of three (patch, date) pairs are rewritten
+as zeros (blank). Ties: the reference breaks coverage ties with the earliest date
+(``np.argsort(kind="stable")``), as crbench does; the toolbox's plain ``np.argsort`` may pick
+another tied date depending on the numpy build (DESIGN.md), which no code can reproduce.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from crbench.cli.main import main
+from crbench.constants import TARGET_CLEAR_MAX
+from crbench.data.dataset import SEN12MSCRTS
+from crbench.data.index import build_index, scan_tree
+from crbench.data.masks import MaskCache
+from crbench.errors import UsageError
+from crbench.metrics import compute_metrics
+from crbench.registry import create_method
+from crbench.runner.store import read_rows
+from crbench.synth import synthesize
+from crbench.training.loop import _dataset
+from crbench.training.options import TrainOptions, check_train_data
+
+BLANKS = ((0, 0), (1, 2), (2, 13))  # (patch, date t) rewritten as all-zero S2 images
+L = 3
+
+
+def _zero(path: Path) -> None:
+    with rasterio.open(path) as src:
+        profile = src.profile
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((profile["count"], profile["height"], profile["width"]),
+                           dtype=profile["dtype"]))
+
+
+@pytest.fixture(scope="module")
+def blank_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic test ROI, 3 patches of 64 px (seed 3), with the dates of BLANKS blank."""
+    root = tmp_path_factory.mktemp("parity") / "data"
+    synthesize(root, rois=1, patches=3, size=64, seed=3)
+    records = scan_tree(root, "test")
+    for patch, t in BLANKS:
+        rec = next(r for r in records if r.patch == patch)
+        _zero(rec.s2[rec.pos(t)])
+    return root
+
+
+# -- the toolbox, re-implemented from its code -------------------------------------------------
+
+def _toolbox_masks(raw: np.ndarray) -> np.ndarray:
+    """dataLoader.get_cloud_map('s2cloudless_mask'): no blank rule at all."""
+    from s2cloudless import S2PixelCloudDetector
+
+    det = S2PixelCloudDetector(threshold=0.4, all_bands=True, average_over=4, dilation_size=2)
+    batch = np.moveaxis(np.clip(raw, 0, 10000) / 10000, 1, -1)
+    return det.get_cloud_masks(batch).astype(np.float32)  # (T, H, W)
+
+
+def _toolbox_sample(raw: np.ndarray, blank_clear: bool, fill_zero_rule: bool
+                    ) -> dict[str, object]:
+    """One patch through the toolbox: dates, and its two baselines in [0, 1].
+
+    ``blank_clear=False`` swaps in crbench's blank rule (blank = fully cloudy) and
+    ``fill_zero_rule=False`` drops test.py's exact-zero rule: the ``toolbox`` protocol.
+    """
+    masks = _toolbox_masks(raw)
+    if not blank_clear:
+        scaled = np.clip(raw, 0, 10000) / 10000
+        blank = [s.mean() < 1e-5 and s.std() < 1e-5 for s in scaled]
+        masks[np.asarray(blank)] = 1.0
+    coverage = [float(np.mean(m)) for m in masks]
+    target = int(np.argsort(coverage, kind="stable")[0])
+    inputs = [i for i, c in enumerate(coverage) if 0.0 <= c <= 1.0][:L]
+    s2 = np.clip(raw.astype(np.float32), 0, 10000) / 2000  # "resnet" scaling, [0, 5]
+    a_s2, a_mask = s2[inputs], masks[inputs]
+    # baseline 1: the input with the least cloud (sum of its mask)
+    least = int(np.argsort([a_mask[k].sum() for k in range(L)], kind="stable")[0])
+    lc = a_s2[least] / 5
+    # baseline 2: nan where S2 * (1 - mask) == 0, nanmean in [0, 1], back to [0, 5], fill 0.5
+    fake = np.full_like(a_s2, np.nan)
+    for k in range(L):
+        masked = a_s2[k] * (1 - a_mask[k])
+        keep = masked != 0 if fill_zero_rule else a_mask[k][None].repeat(13, 0) == 0
+        fake[k][keep] = masked[keep]
+    with warnings.catch_warnings():  # "Mean of empty slice" where no input is clear
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mo = np.nanmean(fake / 5, 0) * 5
+    filled = int(np.isnan(mo).sum())
+    mo[np.isnan(mo)] = 0.5
+    return {"target": target, "inputs": inputs, "coverage": coverage, "masks": a_mask,
+            "target_s2": s2[target] / 5, "least_cloudy": lc, "mosaicing": mo / 5,
+            "filled": filled}
+
+
+def _raw(rec) -> np.ndarray:
+    arrays = []
+    for path in rec.s2:
+        with rasterio.open(path) as src:
+            arrays.append(src.read().astype(np.float32))
+    return np.stack(arrays)
+
+
+@pytest.fixture(scope="module")
+def reference(blank_tree: Path) -> dict[str, dict[int, dict[str, object]]]:
+    """protocol -> patch -> the toolbox's (or toolbox-with-crbench-blank-rule) sample."""
+    out: dict[str, dict[int, dict[str, object]]] = {"parity": {}, "toolbox": {}}
+    for rec in scan_tree(blank_tree, "test"):
+        raw = _raw(rec)
+        out["parity"][rec.patch] = _toolbox_sample(raw, True, True)
+        out["toolbox"][rec.patch] = _toolbox_sample(raw, False, False)
+    return out
+
+
+# -- blank dates -------------------------------------------------------------------------------
+
+def test_blank_coverage_per_protocol_from_one_cache(blank_tree: Path, tmp_path: Path) -> None:
+    cache = MaskCache(blank_tree, cache_dir=tmp_path / "cache")
+    rec = scan_tree(blank_tree, "test")[0]
+    blank, other = rec.s2[rec.pos(0)], rec.s2[rec.pos(1)]
+    assert cache.coverage(blank) == 1.0 and cache.mask(blank).all()
+    assert cache.misses == 1
+    assert cache.coverage(blank, blank_clear=True) == 0.0
+    assert not cache.mask(blank, blank_clear=True).any()
+    assert cache.coverages([blank, other], blank_clear=True)[0] == 0.0
+    assert cache.coverage(other, blank_clear=True) == cache.coverage(other)
+    assert cache.misses == 2  # the blank image's mask was computed once for both rules
+    fresh = MaskCache(blank_tree, cache_dir=tmp_path / "cache")  # from disk: flag stored
+    assert fresh.coverage(blank, blank_clear=True) == 0.0 and fresh.misses == 0
+
+
+def test_index_target_and_inputs_per_protocol(blank_tree: Path, reference: dict) -> None:
+    for protocol, ref in reference.items():
+        frame = build_index(blank_tree, "test", L, protocol=protocol).set_index("patch")
+        for patch, sample in ref.items():
+            row = frame.loc[patch]
+            assert int(row["target_idx"]) == sample["target"], (protocol, patch)
+            assert row["input_idx"] == ";".join(map(str, sample["inputs"])), (protocol, patch)
+    # the blank dates are the targets under parity (the earliest coverage-0 date)...
+    parity = build_index(blank_tree, "test", L, protocol="parity").set_index("patch")
+    toolbox = build_index(blank_tree, "test", L, protocol="toolbox").set_index("patch")
+    for patch, t in BLANKS[:2]:
+        assert parity.loc[patch, "target_idx"] == t != toolbox.loc[patch, "target_idx"]
+    # ...and inputs under coverage bounds: a blank date qualifies only as clear
+    bounded = {p: build_index(blank_tree, "test", L, max_cov=0.95, protocol=p)
+               .set_index("patch").loc[1, "input_idx"] for p in ("parity", "toolbox")}
+    assert "2" in bounded["parity"].split(";") and "2" not in bounded["toolbox"].split(";")
+
+
+def test_dataset_masks_of_a_blank_input_per_protocol(blank_tree: Path) -> None:
+    for protocol, cloudy in (("toolbox", True), ("strict", True), ("parity", False)):
+        ds = SEN12MSCRTS(blank_tree, "test", L=L, protocol=protocol, only_matching=False)
+        sample = next(ds[i] for i in range(len(ds)) if ds[i].meta.patch == 1)
+        k = sample.meta.input_idx.index(2) if 2 in sample.meta.input_idx else None
+        if protocol == "strict":  # t = 2 is not the target there, so it stays an input
+            assert k is not None
+        assert bool(sample.inputs.masks[k].all()) is cloudy
+        assert float(sample.inputs.coverage[k]) == (1.0 if cloudy else 0.0)
+
+
+def test_random_sampler_uses_the_blank_rule(blank_tree: Path) -> None:
+    ds = SEN12MSCRTS(blank_tree, "test", L=L, sampler="random", protocol="parity", seed=1)
+    targets = set()
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        targets.add((ds[1].meta.patch, ds[1].meta.target_idx))
+    assert (1, 2) in targets  # the blank date is a clear target candidate under parity
+
+
+# -- mosaicing's fill --------------------------------------------------------------------------
+
+def test_mosaicing_fill_per_protocol(blank_tree: Path) -> None:
+    ds = SEN12MSCRTS(blank_tree, "test", L=L, protocol="toolbox", only_matching=False)
+    sample = next(ds[i] for i in range(len(ds)) if ds[i].meta.patch == 1)
+    from crbench.api import collate
+
+    batch = collate([sample])
+    none_clear = batch.inputs.masks[0].min(0).values == 1
+    assert int(none_clear.sum()) > 100  # the sample has pixels cloudy in every input
+    for protocol, fill in (("toolbox", 0.1), ("parity", 0.1), ("strict", 0.5)):
+        pred = create_method("mosaicing", protocol=protocol).predict(batch.inputs)
+        assert torch.all(pred[0][:, none_clear] == torch.tensor(fill))
+        other = create_method("mosaicing", protocol=protocol, fill=0.7).predict(batch.inputs)
+        assert torch.equal(pred[0][:, ~none_clear], other[0][:, ~none_clear])
+    pred = create_method("mosaicing", protocol="toolbox", fill=0.5).predict(batch.inputs)
+    assert torch.all(pred[0][:, none_clear] == 0.5)
+    with pytest.raises(UsageError, match=r"fill: bad value 2; expected a number in \[0, 1\]"):
+        create_method("mosaicing", fill=2)
+    with pytest.raises(UsageError, match="protocol: unknown value 'paper'"):
+        create_method("mosaicing", protocol="paper")
+
+
+def test_parity_mosaic_leaves_out_exact_zeros() -> None:
+    from crbench_methods.mosaicing import mosaic
+
+    s2 = torch.full((1, 2, 13, 1, 2), 0.2)
+    s2[0, 0, 3] = 0.0  # band 3 of the first input is 0 at both pixels
+    masks = torch.zeros(1, 2, 1, 2)
+    masks[0, 1, 0, 1] = 1  # pixel 1: only the first input is clear
+    out = mosaic(s2, masks, fill=0.1, skip_zero=True)
+    assert out[0, 3, 0, 0] == pytest.approx(0.2) and out[0, 3, 0, 1] == pytest.approx(0.1)
+    assert out[0, 0, 0, 1] == pytest.approx(0.2)
+    assert mosaic(s2, masks, fill=0.1)[0, 3, 0, 0] == pytest.approx(0.1)  # (0 + 0.2) / 2
+
+
+# -- training samples --------------------------------------------------------------------------
+
+def test_fixed_training_sampler_follows_the_toolbox(synth_root: Path) -> None:
+    opts = TrainOptions(seq_len=L, batch_size=1, train_sampler="fixed")
+    ds = _dataset(synth_root, "train", opts, opts.train_sampler)
+    records = scan_tree(synth_root, "train")
+    assert len(ds) == len(records) and ds.n_skipped == 0  # every patch, matching or not
+    cache = MaskCache(synth_root)
+    for i in range(len(ds)):
+        meta = ds[i].meta
+        rec = next(r for r in records if (r.roi, r.patch) == (meta.roi, meta.patch))
+        cov = cache.coverages(rec.s2)
+        assert meta.target_idx == rec.ts[int(np.argsort(cov, kind="stable")[0])]
+        assert meta.input_idx == rec.ts[:L]  # bounds [0, 1]: the first L dates
+    for epoch in range(3):  # the dates stay fixed from epoch to epoch
+        ds.set_epoch(epoch)
+        assert ds[0].meta.input_idx == records[0].ts[:L]
+    rnd = _dataset(synth_root, "train", TrainOptions(seq_len=L, batch_size=1), "random")
+    assert all(rnd[i].meta.target_idx not in rnd[i].meta.input_idx for i in range(len(rnd)))
+    assert all(rnd[i].meta.coverage_target <= TARGET_CLEAR_MAX for i in range(len(rnd)))
+
+
+def test_bad_training_sampler_or_protocol_is_refused() -> None:
+    with pytest.raises(UsageError, match="train_sampler: unknown value 'toolbox'"):
+        check_train_data("toolbox", "toolbox")
+    with pytest.raises(UsageError, match="protocol: unknown value 'lax'"):
+        check_train_data("fixed", "lax")
+
+
+# -- Done when: crbench run reproduces the toolbox's baselines ----------------------------------
+
+def _toolbox_scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """test.compute_metric's RMSE and PSNR."""
+    rmse = float(np.sqrt(np.mean(np.square(target.astype(np.float64) - pred))))
+    return rmse, (20 * np.log10(1 / rmse) if rmse > 0 else float("inf"))
+
+
+@pytest.mark.parametrize("protocol", ["parity", "toolbox"])
+def test_run_reproduces_the_toolbox_baselines(blank_tree: Path, reference: dict,
+                                              tmp_path: Path, protocol: str) -> None:
+    ref = reference[protocol]
+    assert sum(s["filled"] for s in ref.values()) > 100  # the fill is exercised
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(blank_tree), "--methods", "least_cloudy,mosaicing",
+                 "--L", str(L), "--protocol", protocol, "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = read_rows(out)
+    expected = {p for p, s in ref.items() if s["coverage"][s["target"]] <= TARGET_CLEAR_MAX}
+    ds = SEN12MSCRTS(blank_tree, "test", L=L, protocol=protocol)
+    for method in ("least_cloudy", "mosaicing"):
+        got = rows[rows["method"] == method].set_index("patch")
+        assert set(got.index) == expected
+        model = create_method(method, protocol=protocol) if method == "mosaicing" \
+            else create_method(method)
+        for i in range(len(ds)):
+            sample = ds[i]
+            patch, want = sample.meta.patch, ref[sample.meta.patch]
+            assert (sample.meta.target_idx, sample.meta.input_idx) == \
+                (want["target"], want["inputs"])
+            pred = model.predict(_batch(sample)).numpy()[0]
+            np.testing.assert_allclose(pred, want[method], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(sample.target.numpy(), want["target_s2"], atol=1e-6)
+            rmse, psnr = _toolbox_scores(want[method], want["target_s2"])
+            assert got.loc[patch, "nrmse_all"] == pytest.approx(rmse, rel=1e-6, abs=1e-7)
+            assert got.loc[patch, "psnr"] == pytest.approx(psnr, rel=1e-6)
+            scores = compute_metrics(torch.from_numpy(want[method])[None],
+                                     torch.from_numpy(want["target_s2"])[None],
+                                     torch.from_numpy(want["masks"])[None])
+            assert got.loc[patch, "ssim"] == pytest.approx(float(scores["ssim"][0]), abs=1e-6)
+
+
+def _batch(sample):
+    from crbench.api import collate
+
+    return collate([sample]).inputs
+
+
+def test_toolbox_and_parity_differ_where_the_blanks_are(blank_tree: Path) -> None:
+    frames = {p: build_index(blank_tree, "test", L, protocol=p).set_index("patch")
+              for p in ("toolbox", "parity")}
+    changed = [p for p in frames["toolbox"].index
+               if (frames["toolbox"].loc[p, ["target_idx", "input_idx"]]
+                   != frames["parity"].loc[p, ["target_idx", "input_idx"]]).any()]
+    assert changed == [0, 1]  # patch 2's blank date t = 13 is neither target nor input
