@@ -23,8 +23,8 @@ import torch
 from crbench.cli.main import main
 from crbench.constants import TARGET_CLEAR_MAX
 from crbench.data.dataset import SEN12MSCRTS
-from crbench.data.index import build_index, scan_tree
-from crbench.data.masks import MaskCache
+from crbench.data.index import build_index, read_index, scan_tree
+from crbench.data.masks import MaskCache, compute_cloud_mask
 from crbench.errors import UsageError
 from crbench.metrics import compute_metrics
 from crbench.registry import create_method
@@ -138,6 +138,50 @@ def test_blank_coverage_per_protocol_from_one_cache(blank_tree: Path, tmp_path: 
     assert cache.misses == 2  # the blank image's mask was computed once for both rules
     fresh = MaskCache(blank_tree, cache_dir=tmp_path / "cache")  # from disk: flag stored
     assert fresh.coverage(blank, blank_clear=True) == 0.0 and fresh.misses == 0
+
+
+def test_blank_rule_of_compute_cloud_mask_matches_s2cloudless_on_zeros() -> None:
+    zeros = np.zeros((13, 16, 16), np.float32)
+    assert compute_cloud_mask(zeros).all()  # crbench: fully cloudy
+    toolbox = compute_cloud_mask(zeros, blank_clear=True)
+    np.testing.assert_array_equal(toolbox, _toolbox_masks(zeros[None])[0].astype(bool))
+    assert not toolbox.any()
+
+
+def test_cli_index_and_run_accept_parity(blank_tree: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "parity.csv"
+    assert main(["data", "index", str(blank_tree), "--split", "test", "--L", str(L),
+                 "--protocol", "parity", "--out", str(out), "--no-progress"]) == 0
+    expected = build_index(blank_tree, "test", L, protocol="parity")
+    assert read_index(out).equals(expected)
+    assert main(["data", "index", str(blank_tree), "--split", "test", "--L", str(L),
+                 "--protocol", "blank", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--protocol: unknown value 'blank'; expected one of toolbox, "
+                            "strict, parity")
+
+
+def test_cache_of_format_1_serves_the_blank_rule_without_recomputing(blank_tree: Path,
+                                                                     tmp_path: Path) -> None:
+    """A cache written before the blank flag (format 1) stays valid: a fully cloudy entry's
+    flag is found by reading its image, without s2cloudless."""
+    from crbench.data import maskfile
+
+    cache = MaskCache(blank_tree, cache_dir=tmp_path / "cache")
+    rec = scan_tree(blank_tree, "test")[0]
+    cache.coverages(rec.s2)
+    (gpath,) = (tmp_path / "cache").rglob("*.npz")
+    with np.load(gpath) as z:
+        arrays = {k: z[k] for k in z.files if k != "blank"}
+    assert "blank" in np.load(gpath).files
+    arrays["format"] = np.array(maskfile.FORMAT_V1)
+    np.savez_compressed(gpath, **arrays)
+    old = MaskCache(blank_tree, cache_dir=tmp_path / "cache")
+    crbench_rule = old.coverages(rec.s2)
+    toolbox_rule = old.coverages(rec.s2, blank_clear=True)
+    assert old.misses == 0 and crbench_rule[0] == 1.0 and toolbox_rule[0] == 0.0
+    assert crbench_rule[1:] == toolbox_rule[1:] and 1.0 in crbench_rule[1:]  # cloudy, not blank
 
 
 def test_index_target_and_inputs_per_protocol(blank_tree: Path, reference: dict) -> None:

@@ -14,21 +14,17 @@ patch. Every write re-reads the file under a lock, merges, writes a temporary fi
 renames it over the old one, so a crash never leaves a half-written entry and concurrent
 workers do not lose each other's entries. An unreadable cache file is treated as empty and
 rewritten. Images whose names do not follow the layout get one cache file each under
-``<cache>/_other/``.
+``<cache>/_other/``. The file format itself lives in :mod:`crbench.data.maskfile`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import stat
 import sys
 import time
-import uuid
 import warnings
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,16 +35,10 @@ import numpy as np
 from crbench.constants import BLANK_EPS, N_S2_BANDS, S2CLOUDLESS_KWARGS
 from crbench.data.io import read_s2, scale_s2
 from crbench.data.layout import EXPECTED_LAYOUT, parse_name
+from crbench.data.maskfile import BLANK_UNKNOWN, Entry, Group, read_group, write_group
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
 
 CACHE_ENV = "CRBENCH_CACHE_DIR"
-_FORMAT_V1 = json.dumps({"format": 1, "s2cloudless": S2CLOUDLESS_KWARGS,
-                        "blank_eps": BLANK_EPS}, sort_keys=True)
-_FORMAT = json.dumps({"format": 2, "s2cloudless": S2CLOUDLESS_KWARGS, "blank_eps": BLANK_EPS},
-                     sort_keys=True)
-BLANK_UNKNOWN = -1  # blank flag of an entry stored without one (format 1, MaskCache.store)
-_META_KEYS = ("format", "paths", "sizes", "mtimes", "coverage", "shapes", "offsets")
-_BAD_CACHE = (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile)
 _MAX_GROUPS = 128  # patch files kept in memory per MaskCache
 
 _DETECTOR = None
@@ -127,149 +117,13 @@ class PrecomputeStats:
         return self.computed + self.cached + len(self.failed)
 
 
-@dataclass
-class _Entry:
-    """One freshly computed mask, ready to be stored."""
-
-    size: int
-    mtime: int
-    coverage: float
-    shape: tuple[int, int]
-    packed: np.ndarray
-    blank: int = BLANK_UNKNOWN  # 1 blank, 0 not, BLANK_UNKNOWN not recorded
-
-
-@dataclass
-class _Group:
-    """The contents of one cache file (one patch): keys, coverage and optionally the bits."""
-
-    stamp: tuple[int, int] | None
-    index: dict[str, int]
-    sizes: np.ndarray
-    mtimes: np.ndarray
-    coverage: np.ndarray
-    shapes: np.ndarray
-    offsets: np.ndarray
-    bits: np.ndarray | None = None
-    blank: np.ndarray | None = None  # int8 per entry: 1, 0 or BLANK_UNKNOWN
-
-    def __post_init__(self) -> None:
-        if self.blank is None:  # format 1: only a fully cloudy image can be blank
-            self.blank = np.where(np.asarray(self.coverage) >= 1.0, BLANK_UNKNOWN,
-                                  0).astype(np.int8)
-
-    @classmethod
-    def empty(cls) -> _Group:
-        z = np.zeros(0, dtype=np.int64)
-        return cls(None, {}, z, z, np.zeros(0), np.zeros((0, 2), np.int64), np.zeros(1, np.int64),
-                   np.zeros(0, np.uint8), np.zeros(0, np.int8))
-
-    def fresh(self, rel: str, st: os.stat_result) -> int | None:
-        """Index of ``rel`` if stored with the same size and mtime as ``st``, else None."""
-        i = self.index.get(rel)
-        if i is None or self.sizes[i] != st.st_size or self.mtimes[i] != st.st_mtime_ns:
-            return None
-        return i
-
-    def unpack(self, i: int) -> np.ndarray:
-        """The boolean mask of entry ``i`` (bits must be loaded)."""
-        if self.bits is None:
-            raise RuntimeError("internal: mask bits not loaded")
-        h, w = (int(v) for v in self.shapes[i])
-        packed = self.bits[self.offsets[i]:self.offsets[i + 1]]
-        return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
-
-    def entries(self) -> dict[str, _Entry]:
-        """All stored entries as :class:`_Entry` (bits must be loaded)."""
-        if self.bits is None:
-            raise RuntimeError("internal: mask bits not loaded")
-        return {rel: _Entry(int(self.sizes[i]), int(self.mtimes[i]), float(self.coverage[i]),
-                            (int(self.shapes[i][0]), int(self.shapes[i][1])),
-                            self.bits[self.offsets[i]:self.offsets[i + 1]], int(self.blank[i]))
-                for rel, i in self.index.items()}
-
-
-def _read_group(path: Path, with_bits: bool) -> _Group:
-    """Load a cache file; a missing, corrupt or outdated file reads as an empty group."""
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            with np.load(fh, allow_pickle=False) as z:
-                if str(z["format"]) not in (_FORMAT, _FORMAT_V1):
-                    return _Group.empty()
-                paths = [str(p) for p in z["paths"]]
-                group = _Group((st.st_size, st.st_mtime_ns), {p: i for i, p in enumerate(paths)},
-                               z["sizes"], z["mtimes"], z["coverage"], z["shapes"], z["offsets"],
-                               z["bits"] if with_bits else None,
-                               z["blank"] if "blank" in z.files else None)
-    except FileNotFoundError:
-        return _Group.empty()
-    except _BAD_CACHE:
-        return _Group.empty()
-    n = len(group.index)
-    if not (len(group.sizes) == len(group.mtimes) == len(group.coverage) == len(group.shapes)
-            == len(group.blank) == n and len(group.offsets) == n + 1):
-        return _Group.empty()
-    if with_bits and (group.bits is None or len(group.bits) != int(group.offsets[-1])):
-        return _Group.empty()
-    return group
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` + '.lock' (POSIX); a no-op where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(f"{path}.lock", "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _write_group(path: Path, updates: dict[str, _Entry]) -> None:
-    """Merge ``updates`` into the cache file at ``path`` atomically (lock, temp file, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
-        merged = _read_group(path, with_bits=True).entries()
-        merged.update(updates)
-        rels = sorted(merged)
-        sizes = [len(merged[r].packed) for r in rels]
-        arrays = {
-            "format": np.array(_FORMAT),
-            "paths": np.array(rels, dtype=str),
-            "sizes": np.array([merged[r].size for r in rels], dtype=np.int64),
-            "mtimes": np.array([merged[r].mtime for r in rels], dtype=np.int64),
-            "coverage": np.array([merged[r].coverage for r in rels], dtype=np.float64),
-            "shapes": np.array([merged[r].shape for r in rels], dtype=np.int64).reshape(-1, 2),
-            "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            "blank": np.array([merged[r].blank for r in rels], dtype=np.int8),
-            "bits": (np.concatenate([merged[r].packed for r in rels]).astype(np.uint8)
-                     if rels else np.zeros(0, np.uint8)),
-        }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def _compute_entry(path: Path) -> _Entry:
+def _compute_entry(path: Path) -> Entry:
     """Read one S2 image and compute its mask; the key is taken before reading."""
     st = path.stat()
     raw = read_s2(path).array
     mask = compute_cloud_mask(raw)
     blank = int(mask.all() and is_blank(_scaled(raw)))
-    return _Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
+    return Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
                   np.packbits(mask.ravel()), blank)
 
 
@@ -286,7 +140,7 @@ def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
     """
     from crbench.errors import CrbenchError
 
-    updates: dict[str, _Entry] = {}
+    updates: dict[str, Entry] = {}
     failed: list[tuple[str, str]] = []
     for abs_path, rel in items:
         try:
@@ -294,7 +148,7 @@ def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
         except CrbenchError as err:
             failed.append((abs_path, str(err)))
     if updates:
-        _write_group(Path(group_path), updates)
+        write_group(Path(group_path), updates)
     return len(updates), failed
 
 
@@ -362,7 +216,7 @@ class MaskCache:
             self.root)
         self.hits = 0
         self.misses = 0
-        self._groups: OrderedDict[Path, _Group] = OrderedDict()
+        self._groups: OrderedDict[Path, Group] = OrderedDict()
         self._warned = False
 
     def __getstate__(self) -> dict:
@@ -399,7 +253,7 @@ class MaskCache:
 
     # -- groups ----------------------------------------------------------------------------
     def _group(self, gpath: Path, rel: str, st: os.stat_result, with_bits: bool
-               ) -> tuple[_Group, int | None]:
+               ) -> tuple[Group, int | None]:
         """The group holding ``rel`` and its fresh index, reloading from disk when needed."""
         group = self._groups.get(gpath)
         if group is not None:
@@ -407,16 +261,16 @@ class MaskCache:
             i = group.fresh(rel, st)
             if i is not None and (group.bits is not None or not with_bits):
                 return group, i
-        group = _read_group(gpath, with_bits)
+        group = read_group(gpath, with_bits)
         self._groups[gpath] = group
         while len(self._groups) > _MAX_GROUPS:
             self._groups.popitem(last=False)
         return group, group.fresh(rel, st)
 
-    def _store(self, gpath: Path, updates: dict[str, _Entry]) -> None:
+    def _store(self, gpath: Path, updates: dict[str, Entry]) -> None:
         """Write entries; a read-only cache only warns (once) and keeps working uncached."""
         try:
-            _write_group(gpath, updates)
+            write_group(gpath, updates)
         except OSError as err:
             self._warn_unwritable(err)
         self._groups.pop(gpath, None)
@@ -528,14 +382,14 @@ class MaskCache:
             UsageError: a mask is not 2-D, or a path lies outside the data root.
             DatasetNotFoundError: an image does not exist.
         """
-        groups: dict[Path, dict[str, _Entry]] = {}
+        groups: dict[Path, dict[str, Entry]] = {}
         for s2_path, mask in masks.items():
             arr = np.asarray(mask).astype(bool)
             if arr.ndim != 2:
                 raise UsageError(f"masks: the mask of {s2_path} has shape {arr.shape}; "
                                  "expected (H, W)")
             _, rel, st = self._locate(Path(s2_path))
-            groups.setdefault(self._group_path(rel), {})[rel] = _Entry(
+            groups.setdefault(self._group_path(rel), {})[rel] = Entry(
                 st.st_size, st.st_mtime_ns, float(arr.mean()), arr.shape,
                 np.packbits(arr.ravel()))
         for gpath, updates in groups.items():
@@ -551,7 +405,7 @@ class MaskCache:
                 raise DatasetNotFoundError(message)
             raise DataError(message)
 
-    def _compute(self, path: Path, rel: str, gpath: Path) -> _Entry:
+    def _compute(self, path: Path, rel: str, gpath: Path) -> Entry:
         entry = _compute_entry(path)
         self.misses += 1
         self._store(gpath, {rel: entry})
