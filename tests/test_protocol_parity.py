@@ -280,6 +280,35 @@ def test_fixed_training_sampler_follows_the_toolbox(synth_root: Path) -> None:
     assert all(rnd[i].meta.coverage_target <= TARGET_CLEAR_MAX for i in range(len(rnd)))
 
 
+def test_fit_trains_on_the_fixed_samples(synth_root: Path, tmp_path: Path) -> None:
+    """The loop itself draws its batches from the fixed sampler when asked."""
+    from crbench.training import TrainParts, fit_on_dataset
+
+    seen: list[tuple[str, int, tuple[int, ...], int]] = []
+
+    def build(total: int, device: torch.device) -> TrainParts:
+        model = torch.nn.Conv2d(13, 13, 1).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+        def step(batch, ctx):
+            seen.extend((m.roi, m.patch, tuple(m.input_idx), m.target_idx) for m in batch.meta)
+            loss = (model(batch.inputs.s2[:, 0].to(ctx.device)) - batch.target.to(ctx.device))
+            loss = loss.abs().mean()
+            ctx.backward_step(loss, "g")
+            return {"l1": float(loss.detach())}
+
+        return TrainParts(model=model, config={"method": "probe"}, step_fn=step,
+                          optimizers={"g": opt})
+
+    opts = TrainOptions(seq_len=L, batch_size=1, steps=6, train_sampler="fixed",
+                        val_samples=0, progress=False, device="cpu", crop=16)
+    fit_on_dataset(synth_root, tmp_path / "ckpt", opts, build)
+    fixed = _dataset(synth_root, "train", opts, "fixed")
+    want = {(m.roi, m.patch, tuple(m.input_idx), m.target_idx)
+            for m in (fixed[i].meta for i in range(len(fixed)))}
+    assert len(seen) == 6 and set(seen) == want  # 6 steps over the 4 train patches
+
+
 def test_bad_training_sampler_or_protocol_is_refused() -> None:
     with pytest.raises(UsageError, match="train_sampler: unknown value 'toolbox'"):
         check_train_data("toolbox", "toolbox")
