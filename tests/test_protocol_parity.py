@@ -390,3 +390,28 @@ def test_toolbox_and_parity_differ_where_the_blanks_are(blank_tree: Path) -> Non
                if (frames["toolbox"].loc[p, ["target_idx", "input_idx"]]
                    != frames["parity"].loc[p, ["target_idx", "input_idx"]]).any()]
     assert changed == [0, 1]  # patch 2's blank date t = 13 is neither target nor input
+
+
+# -- the generator's blank dates ---------------------------------------------------------------
+
+def test_synth_writes_blank_dates_and_nothing_else_changes(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    from crbench.synth import load_truth
+
+    plain, blanked = tmp_path / "plain", tmp_path / "blanked"
+    synthesize(plain, rois=1, patches=2, size=32, seed=4)
+    synthesize(blanked, rois=1, patches=2, size=32, seed=4, blank_dates=3)
+    for a, b in zip(scan_tree(plain, "test"), scan_tree(blanked, "test"), strict=True):
+        truth = load_truth(blanked, b.roi, b.patch)
+        assert truth.blank.sum() == 3 and not load_truth(plain, a.roi, a.patch).blank.any()
+        for t, (pa, pb) in enumerate(zip(a.s2, b.s2, strict=True)):
+            with rasterio.open(pa) as fa, rasterio.open(pb) as fb:
+                img_a, img_b = fa.read(), fb.read()
+            if truth.blank[t]:
+                assert not img_b.any() and img_a.all()
+            else:
+                np.testing.assert_array_equal(img_a, img_b)
+    assert main(["synth", str(tmp_path / "bad"), "--rois", "1", "--blank-dates", "31"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--blank-dates: got 31; expected an integer from 0 to 30 (blank S2 images per patch)")
