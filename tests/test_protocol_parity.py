@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import torch
@@ -415,3 +416,38 @@ def test_synth_writes_blank_dates_and_nothing_else_changes(tmp_path: Path,
     assert main(["synth", str(tmp_path / "bad"), "--rois", "1", "--blank-dates", "31"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "--blank-dates: got 31; expected an integer from 0 to 30 (blank S2 images per patch)")
+
+
+def test_imported_toolbox_pairs_get_the_protocols_coverage(blank_tree: Path,
+                                                           tmp_path: Path) -> None:
+    """``data index --import-pairs F --protocol parity``: the toolbox's own pairs of the blank
+    tree carry coverage 0.0 for its blank dates, as the toolbox computed them."""
+    parity = build_index(blank_tree, "test", L, protocol="parity")
+    recs = {(r.roi, r.patch): r for r in scan_tree(blank_tree, "test")}
+    pairs = {}
+    for pdx, row in enumerate(parity.to_dict("records")):
+        rec = recs[(row["roi"], int(row["patch"]))]
+        inputs, target = [int(t) for t in row["input_idx"].split(";")], int(row["target_idx"])
+
+        def rel(path: Path) -> str:
+            return path.relative_to(blank_tree).as_posix()
+
+        pairs[pdx] = {"input": inputs, "target": np.int64(target),
+                      "paths": {"input": {"S1": [rel(rec.s1[t]) for t in inputs],
+                                          "S2": [rel(rec.s2[t]) for t in inputs]},
+                                "output": {"S1": rel(rec.s1[target]),
+                                           "S2": rel(rec.s2[target])}}}
+    pair_file = tmp_path / f"generic_{L}_test_all_s2cloudless_mask.npy"
+    np.save(pair_file, pairs)
+    out = {}
+    for protocol in ("parity", "toolbox"):
+        out[protocol] = tmp_path / f"{protocol}.csv"
+        assert main(["data", "index", str(blank_tree), "--split", "test", "--L", str(L),
+                     "--import-pairs", str(pair_file), "--allow-pickle", "--protocol",
+                     protocol, "--out", str(out[protocol]), "--no-progress"]) == 0
+    got = read_index(out["parity"])
+    cols = ["input_idx", "target_idx", "coverage_inputs", "coverage_target"]
+    pd.testing.assert_frame_equal(got[cols], parity[cols])
+    crbench_rule = read_index(out["toolbox"]).set_index("patch")
+    assert crbench_rule.loc[1, "coverage_target"] == 1.0  # the blank target t = 2
+    assert got.set_index("patch").loc[1, "coverage_target"] == 0.0

@@ -204,6 +204,7 @@ def _run_index(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace):
     from ..data.index import check_root
     from ..data.pairing import import_pairs, parse_pairing_name
+    from ..data.sampler import Protocol
     from ..errors import UsageError
 
     named = parse_pairing_name(args.import_pairs)
@@ -214,4 +215,5 @@ def _import(args: argparse.Namespace):
                                  f"{args.import_pairs.name} is for {key} {named[key]!r}")
     root = check_root(args.root)
     return import_pairs(args.import_pairs, allow_pickle=args.allow_pickle, root=root,
-                        cache=_cache(args), L=args.L)
+                        cache=_cache(args), L=args.L,
+                        blank_clear=Protocol.parse(args.protocol).blank_is_clear)
