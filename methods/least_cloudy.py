@@ -4,7 +4,11 @@ Baseline of the SEN12MS-CR-TS paper: P. Ebel, Y. Xu, M. Schmitt, X. X. Zhu, "SEN
 A Remote-Sensing Data Set for Multimodal Multitemporal Cloud Removal", IEEE Transactions on
 Geoscience and Remote Sensing 60, 2022, doi:10.1109/TGRS.2022.3146246.
 
-Ties (several inputs equally clear) go to the earliest input, as everywhere in crbench.
+Ties (several inputs equally clear) go to the earliest input, as everywhere in crbench (the
+toolbox's test.py takes ``np.argsort(...)[0]`` over the inputs' mask sums, which may pick
+another tied input). Coverage comes from the data layer, so the protocol's blank rule applies:
+under ``--protocol parity`` a blank input has coverage 0.0 and may be the one returned, as in
+the toolbox; otherwise it counts as fully cloudy (README "Conventions").
 """
 
 from __future__ import annotations

@@ -4,27 +4,47 @@ Baseline of the SEN12MS-CR-TS paper: P. Ebel, Y. Xu, M. Schmitt, X. X. Zhu, "SEN
 A Remote-Sensing Data Set for Multimodal Multitemporal Cloud Removal", IEEE Transactions on
 Geoscience and Remote Sensing 60, 2022, doi:10.1109/TGRS.2022.3146246.
 
-A pixel is clear in an input where its cloud mask is 0; pixels clear in no input get the
-constant 0.5 in every band, as in the paper's baseline.
+A pixel is clear in an input where its cloud mask is 0. Pixels clear in no input get a
+constant in every band, which depends on the protocol (README "Conventions"):
+
+- ``toolbox`` and ``parity``: 0.1. The toolbox's test.py writes 0.5 in the network's range
+  after mosaicing; its documented test command (README, ``--alter_initial_model``) and every
+  run that also benchmarks its ResNet models use the "resnet" scaling, S2 in [0, 5], so 0.5
+  there is 0.1 in [0, 1]. (Under its "default" scaling, [-1, 1], it would be 0.75.)
+- ``strict``: 0.5 in [0, 1], crbench's own reading of "a neutral value".
+
+Under ``parity`` the toolbox's mosaic is reproduced exactly: it marks an observation missing
+where ``S2 * (1 - mask)`` is exactly 0, band by band, so a clear band whose value is 0 (a blank
+date, which that protocol counts as clear, or a zero pixel) is left out of the mean as well.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 
 from crbench.api import Inputs, Method, Need
+from crbench.data.sampler import Protocol
+from crbench.errors import UsageError
 
-NO_CLEAR_VALUE = 0.5
+NO_CLEAR_VALUE = 0.5  # crbench's fill (the strict protocol)
+TOOLBOX_FILL = 0.1  # the toolbox's 0.5 in its "resnet" range [0, 5]
+FILLS: dict[Protocol, float] = {Protocol.TOOLBOX: TOOLBOX_FILL, Protocol.PARITY: TOOLBOX_FILL,
+                                Protocol.STRICT: NO_CLEAR_VALUE}
 
 
-def mosaic(s2: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per-pixel mean over the inputs where ``masks == 0``; 0.5 where no input is clear.
+def mosaic(s2: torch.Tensor, masks: torch.Tensor, fill: float = NO_CLEAR_VALUE,
+           skip_zero: bool = False) -> torch.Tensor:
+    """Per-pixel mean over the inputs where ``masks == 0``; ``fill`` where no input is clear.
 
     Args:
         s2: (B, L, C, H, W) input sequence.
         masks: (B, L, H, W) cloud masks, 1 (or any non-zero value) = cloud.
+        fill: value of pixels clear in no input.
+        skip_zero: also leave out observations whose value is exactly 0, per band (the
+            toolbox's rule; the fill then applies per band).
 
     Returns:
         (B, C, H, W) float32 mosaic.
@@ -35,19 +55,53 @@ def mosaic(s2: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if s2.dim() != 5 or masks.dim() != 4 or tuple(masks.shape) != (*s2.shape[:2], *s2.shape[3:]):
         raise ValueError(f"mosaic: expected s2 (B, L, C, H, W) and masks (B, L, H, W); got "
                          f"{tuple(s2.shape)} and {tuple(masks.shape)}")
+    values = s2.to(torch.float32)
     clear = (masks.to(s2.device) == 0).unsqueeze(2).to(torch.float32)  # (B, L, 1, H, W)
-    total = (s2.to(torch.float32) * clear).sum(dim=1)
-    count = clear.sum(dim=1)  # (B, 1, H, W)
+    if skip_zero:
+        clear = clear * (values != 0).to(torch.float32)  # (B, L, C, H, W)
+    total = (values * clear).sum(dim=1)
+    count = clear.sum(dim=1)  # (B, 1 or C, H, W)
     mean = total / count.clamp_min(1.0)
-    return torch.where(count > 0, mean, torch.full_like(mean, NO_CLEAR_VALUE))
+    return torch.where(count > 0, mean, torch.full_like(mean, float(fill)))
+
+
+def check_fill(fill: float) -> float:
+    """``fill`` as a float.
+
+    Raises:
+        UsageError: not a number in [0, 1].
+    """
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or \
+            not math.isfinite(fill) or not 0.0 <= fill <= 1.0:
+        raise UsageError(f"fill: bad value {fill!r}; expected a number in [0, 1] (the value "
+                         "of pixels clear in no input)")
+    return float(fill)
 
 
 class Mosaicing(Method):
-    """Mean of the clear observations of each pixel; 0.5 where none is clear."""
+    """Mean of the clear observations of each pixel; a protocol's fill where none is clear.
+
+    Args:
+        protocol: "toolbox" (default, as ``crbench run``), "strict" or "parity"; ``crbench
+            run`` passes its ``--protocol``. Chooses the fill (0.1, 0.5, 0.1) and, for
+            parity, the toolbox's exact-zero rule (module docstring).
+        fill: overrides the protocol's fill (e.g. ``fill=0.5`` for crbench's reading under
+            the toolbox protocol).
+
+    Raises:
+        UsageError: unknown protocol or a fill outside [0, 1].
+    """
 
     name: ClassVar[str] = "mosaicing"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.MASKS})
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"protocol"})
+
+    def __init__(self, protocol: Protocol | str = Protocol.TOOLBOX,
+                 fill: float | None = None) -> None:
+        self.protocol = Protocol.parse(protocol)
+        self.fill = FILLS[self.protocol] if fill is None else check_fill(fill)
+        self.skip_zero = self.protocol is Protocol.PARITY
 
     def predict(self, inputs: Inputs) -> torch.Tensor:
         """Mosaic of each sample, (B, 13, H, W) in [0, 1]."""
-        return mosaic(inputs.s2, inputs.masks).clamp(0.0, 1.0)
+        return mosaic(inputs.s2, inputs.masks, self.fill, self.skip_zero).clamp(0.0, 1.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crbench.data import masks as masks_mod
+from crbench.data import maskfile
 from crbench.data.io import read_s2
 from crbench.data.masks import MaskCache, compute_cloud_mask, default_cache_dir
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
@@ -156,15 +156,15 @@ def test_concurrent_writes_to_one_patch_file_lose_nothing(tmp_path: Path) -> Non
     masks = {f"ROIs1868/119/S2/{t}/x_{t}.tif": rng.random((8, 8)) < 0.5 for t in range(12)}
 
     def write(rel: str, m: np.ndarray) -> None:
-        entry = masks_mod._Entry(100, 7, float(m.mean()), m.shape, np.packbits(m.ravel()))
-        masks_mod._write_group(target, {rel: entry})
+        entry = maskfile.Entry(100, 7, float(m.mean()), m.shape, np.packbits(m.ravel()))
+        maskfile.write_group(target, {rel: entry})
 
     threads = [threading.Thread(target=write, args=item) for item in masks.items()]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    group = masks_mod._read_group(target, with_bits=True)
+    group = maskfile.read_group(target, with_bits=True)
     assert sorted(group.index) == sorted(masks)
     for rel, m in masks.items():
         np.testing.assert_array_equal(group.unpack(group.index[rel]), m)

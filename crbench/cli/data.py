@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="highest cloud coverage of an input date, in [0, 1] (default: 1.0)")
     i.add_argument("--protocol", default="toolbox", metavar="P",
                    help="toolbox: the target may also be an input (as the SEN12MS-CR-TS "
-                   "toolbox); strict: never (default: toolbox)")
+                   "toolbox); strict: never; parity: toolbox, and a blank S2 image counts as "
+                   "clear (coverage 0.0) as in the toolbox (default: toolbox)")
     i.add_argument("--import-pairs", type=Path, default=None, metavar="FILE",
                    help="convert the toolbox's pairing file "
                    "generic_<L>_<split>_<region>_s2cloudless_mask.npy instead of sampling "
@@ -228,6 +229,7 @@ def _run_index(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace):
     from ..data.index import check_root
     from ..data.pairing import import_pairs, parse_pairing_name
+    from ..data.sampler import Protocol
     from ..errors import UsageError
 
     named = parse_pairing_name(args.import_pairs)
@@ -238,4 +240,5 @@ def _import(args: argparse.Namespace):
                                  f"{args.import_pairs.name} is for {key} {named[key]!r}")
     root = check_root(args.root)
     return import_pairs(args.import_pairs, allow_pickle=args.allow_pickle, root=root,
-                        cache=_cache(args), L=args.L)
+                        cache=_cache(args), L=args.L,
+                        blank_clear=Protocol.parse(args.protocol).blank_is_clear)

@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="parallel processes (default: 1; the output does not depend on it)")
+    p.add_argument("--blank-dates", type=int, default=0, metavar="N",
+                   help="S2 images per patch written blank (all zeros), as real data has "
+                        "some: crbench counts them fully cloudy, --protocol parity clear "
+                        "(default: 0)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty ROOT that is not a previous synth output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         summary = synthesize(Path(args.root), rois=args.rois, patches=args.patches,
                              size=_size_arg(args.size), seed=args.seed, progress=not args.quiet,
-                             force=args.force, workers=args.workers)
+                             force=args.force, workers=args.workers,
+                             blank_dates=args.blank_dates)
     except UsageError as exc:
         # Library messages name the parameter ("size: ..."); show it as the CLI option.
         msg = str(exc)
@@ -92,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
         elif head == "size":  # as typed: HEIGHTxWIDTH, not the library's (height, width)
             msg = (f"--size: got {args.size!r}; expected a side in pixels or HEIGHTxWIDTH "
                    f"(e.g. 101x100), each >= {MIN_SIZE}")
-        elif sep and head in {"rois", "patches", "seed", "workers", "root"}:
-            msg = f"{'ROOT' if head == 'root' else '--' + head}: {rest}"
+        elif sep and head in {"rois", "patches", "seed", "workers", "root", "blank_dates"}:
+            flag = "ROOT" if head == "root" else "--" + head.replace("_", "-")
+            msg = f"{flag}: {rest}"
         raise UsageError(msg) from None
     print(summary.line(), file=sys.stdout)
     return 0

@@ -101,7 +101,9 @@ class SEN12MSCRTS(Dataset):
             L: number of input dates, 1..29.
             region: "all", "africa", "america", "asiaEast", "asiaWest" or "europa".
             sampler: "fixed" (test protocol) or "random" (training).
-            protocol: "toolbox" (target may be an input) or "strict"; fixed sampler only.
+            protocol: "toolbox" (target may be an input), "strict" (never; fixed sampler
+                only) or "parity" (toolbox, and blank images count as clear: coverage 0.0
+                and an all-clear mask, for both samplers).
             min_cov: lower coverage bound of an input (fixed sampler, inclusive).
             max_cov: upper coverage bound of an input (fixed sampler, inclusive).
             index: fixed sampler: an index DataFrame or the path of an index CSV
@@ -191,7 +193,8 @@ class SEN12MSCRTS(Dataset):
         self.index = frame
 
     def _init_random(self, progress: bool, workers: int) -> None:
-        coverages = patch_coverage(self.records, self.cache, workers=workers, progress=progress)
+        coverages = patch_coverage(self.records, self.cache, workers=workers, progress=progress,
+                                   blank_clear=self.protocol.blank_is_clear)
         self._random = [(i, cov) for i, cov in enumerate(coverages)
                         if len(cov) > self.L and min(cov) <= TARGET_CLEAR_MAX]
         self.n_skipped = len(self.records) - len(self._random)
@@ -238,7 +241,8 @@ class SEN12MSCRTS(Dataset):
         tpos = rec.pos(sel.target_idx)
         s2 = [_read(rec.s2[p], "s2") for p in pos]
         s1 = [_read_s1(rec, p, s2[0].shape[-2:], self.s1_db_range) for p in pos]
-        masks = self.cache.masks([rec.s2[p] for p in pos])
+        masks = self.cache.masks([rec.s2[p] for p in pos],
+                                 blank_clear=self.protocol.blank_is_clear)
         target = _read(rec.s2[tpos], "s2")
         extra = [tpos] if self.target_s1 else []
         arrays = [*s2, *s1, *masks, target,
@@ -249,7 +253,8 @@ class SEN12MSCRTS(Dataset):
                               *(rec.s1[p] for p in extra)])
         full_cov = [float(np.mean(m)) for m in masks]
         if cov_target is None or not np.isfinite(cov_target):
-            cov_target = float(self.cache.coverage(rec.s2[tpos]))
+            cov_target = float(self.cache.coverage(rec.s2[tpos],
+                                                   blank_clear=self.protocol.blank_is_clear))
         window = self._crop_window(arrays[0].shape[-2:], rng)
         s2_t, s1_t, m_t = (torch.from_numpy(np.stack([a[..., window[0], window[1]]
                                                        for a in group]))

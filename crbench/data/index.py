@@ -198,14 +198,18 @@ def make_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def patch_coverage(records: Sequence[PatchRecord], cache: MaskCache, workers: int = 1,
-                   progress: bool = False) -> list[list[float]]:
+                   progress: bool = False, blank_clear: bool = False) -> list[list[float]]:
     """Cloud coverage of every date of every record, computing only uncached masks.
+
+    ``blank_clear``: the toolbox's blank rule (a blank image has coverage 0.0, not 1.0; see
+    :attr:`crbench.data.sampler.Protocol.blank_is_clear`).
 
     Raises:
         DataError: an image could not be read (named in the message).
     """
     paths = [p for rec in records for p in rec.s2]
-    flat = [float(c) for c in cache.coverages(paths, workers=workers, progress=progress)]
+    flat = [float(c) for c in cache.coverages(paths, workers=workers, progress=progress,
+                                              blank_clear=blank_clear)]
     out, start = [], 0
     for rec in records:
         out.append(flat[start:start + len(rec.s2)])
@@ -239,7 +243,8 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
         region: region name.
         min_cov: lower coverage bound of an input (inclusive).
         max_cov: upper coverage bound of an input (inclusive).
-        protocol: "toolbox" (the target may be an input) or "strict".
+        protocol: "toolbox" (the target may be an input), "strict" (never) or "parity"
+            (toolbox, and a blank image is clear: coverage 0.0).
         cache: mask cache; default ``MaskCache(root)``.
         progress: show a progress bar (stderr) while computing masks.
         workers: processes for computing missing masks.
@@ -265,7 +270,8 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
         from .masks import MaskCache
 
         cache = MaskCache(Path(root))
-    coverages = patch_coverage(records, cache, workers=workers, progress=progress)
+    coverages = patch_coverage(records, cache, workers=workers, progress=progress,
+                               blank_clear=protocol.blank_is_clear)
     rows = []
     for rec, cov in zip(records, coverages, strict=True):
         sel = select_cr(cov, min_cov, max_cov) if cr else \

@@ -3,27 +3,28 @@
 Cache layout: one compressed ``.npz`` file per (ROI, patch) under the cache directory
 (``<cache>/<ROIsXXXX>/<id>/patch_<n>.npz``), holding, for every date of that patch that was
 computed, the key of its source image (path relative to the data root, file size, mtime_ns),
-its coverage and its bit-packed mask. Reading coverage loads only the small key/coverage
+its coverage, whether the image is blank and its bit-packed mask. The blank flag lets a
+caller apply either blank rule without recomputing anything: crbench's (blank = fully
+cloudy, what the stored mask and coverage say) or the toolbox's (``blank_clear=True``: blank
+= clear, coverage 0.0). Files of format 1 (before the flag) stay valid; there the flag is
+unknown for images of coverage 1.0 and is found, when ``blank_clear`` asks for it, by reading
+the image (no s2cloudless). Reading coverage loads only the small key/coverage
 arrays of one file, never the masks, so indexing thousands of images reads one small file per
 patch. Every write re-reads the file under a lock, merges, writes a temporary file and
 renames it over the old one, so a crash never leaves a half-written entry and concurrent
 workers do not lose each other's entries. An unreadable cache file is treated as empty and
 rewritten. Images whose names do not follow the layout get one cache file each under
-``<cache>/_other/``.
+``<cache>/_other/``. The file format itself lives in :mod:`crbench.data.maskfile`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import stat
 import sys
 import time
-import uuid
 import warnings
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,13 +36,10 @@ from crbench.constants import BLANK_EPS, N_S2_BANDS, S2CLOUDLESS_KWARGS
 from crbench.data.cr import FILE_RE as CR_FILE_RE
 from crbench.data.io import read_s2, scale_s2
 from crbench.data.layout import EXPECTED_LAYOUT, parse_name
+from crbench.data.maskfile import BLANK_UNKNOWN, Entry, Group, read_group, write_group
 from crbench.errors import DataError, DatasetNotFoundError, UsageError
 
 CACHE_ENV = "CRBENCH_CACHE_DIR"
-_FORMAT = json.dumps({"format": 1, "s2cloudless": S2CLOUDLESS_KWARGS, "blank_eps": BLANK_EPS},
-                     sort_keys=True)
-_META_KEYS = ("format", "paths", "sizes", "mtimes", "coverage", "shapes", "offsets")
-_BAD_CACHE = (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile)
 _MAX_GROUPS = 128  # patch files kept in memory per MaskCache
 
 _DETECTOR = None
@@ -57,16 +55,32 @@ def _detector():
     return _DETECTOR
 
 
-def compute_cloud_mask(raw_s2: np.ndarray) -> np.ndarray:
+def _scaled(raw_s2: np.ndarray) -> np.ndarray:
+    """``raw_s2`` clipped and scaled to [0, 1], after checking its shape."""
+    raw = np.asarray(raw_s2)
+    if raw.ndim != 3 or raw.shape[0] != N_S2_BANDS:
+        raise UsageError(f"raw_s2: shape {raw.shape} is not an S2 image; expected "
+                         f"({N_S2_BANDS}, H, W)")
+    return scale_s2(raw)
+
+
+def is_blank(img: np.ndarray) -> bool:
+    """Whether a scaled S2 image is blank: mean and std below ``BLANK_EPS`` (1e-5)."""
+    return bool(img.mean() < BLANK_EPS and img.std() < BLANK_EPS)
+
+
+def compute_cloud_mask(raw_s2: np.ndarray, blank_clear: bool = False) -> np.ndarray:
     """Cloud mask of one S2 image, exactly as the SEN12MS-CR-TS toolbox computes it.
 
     The image is clipped to [0, 10000] and divided by 10000, moved to channels-last with a
     batch axis and given to ``S2PixelCloudDetector(threshold=0.4, all_bands=True,
     average_over=4, dilation_size=2)``. An all-blank image (mean and std of the scaled image
-    below 1e-5) counts as fully cloudy.
+    below 1e-5) counts as fully cloudy (crbench's rule), or as fully clear with
+    ``blank_clear`` (the toolbox's: its s2cloudless finds no cloud in zeros).
 
     Args:
         raw_s2: Raw S2 digital numbers, shape (13, H, W).
+        blank_clear: the toolbox's blank rule instead of crbench's.
 
     Returns:
         Boolean mask (H, W), True = cloud.
@@ -74,13 +88,9 @@ def compute_cloud_mask(raw_s2: np.ndarray) -> np.ndarray:
     Raises:
         UsageError: ``raw_s2`` does not have shape (13, H, W).
     """
-    raw = np.asarray(raw_s2)
-    if raw.ndim != 3 or raw.shape[0] != N_S2_BANDS:
-        raise UsageError(f"raw_s2: shape {raw.shape} is not an S2 image; expected "
-                         f"({N_S2_BANDS}, H, W)")
-    img = scale_s2(raw)
-    if img.mean() < BLANK_EPS and img.std() < BLANK_EPS:
-        return np.ones(img.shape[1:], dtype=bool)
+    img = _scaled(raw_s2)
+    if is_blank(img):
+        return np.full(img.shape[1:], not blank_clear, dtype=bool)
     batch = np.moveaxis(img, 0, -1)[None, ...]
     return _detector().get_cloud_masks(batch)[0].astype(bool)
 
@@ -108,139 +118,14 @@ class PrecomputeStats:
         return self.computed + self.cached + len(self.failed)
 
 
-@dataclass
-class _Entry:
-    """One freshly computed mask, ready to be stored."""
-
-    size: int
-    mtime: int
-    coverage: float
-    shape: tuple[int, int]
-    packed: np.ndarray
-
-
-@dataclass
-class _Group:
-    """The contents of one cache file (one patch): keys, coverage and optionally the bits."""
-
-    stamp: tuple[int, int] | None
-    index: dict[str, int]
-    sizes: np.ndarray
-    mtimes: np.ndarray
-    coverage: np.ndarray
-    shapes: np.ndarray
-    offsets: np.ndarray
-    bits: np.ndarray | None = None
-
-    @classmethod
-    def empty(cls) -> _Group:
-        z = np.zeros(0, dtype=np.int64)
-        return cls(None, {}, z, z, np.zeros(0), np.zeros((0, 2), np.int64), np.zeros(1, np.int64),
-                   np.zeros(0, np.uint8))
-
-    def fresh(self, rel: str, st: os.stat_result) -> int | None:
-        """Index of ``rel`` if stored with the same size and mtime as ``st``, else None."""
-        i = self.index.get(rel)
-        if i is None or self.sizes[i] != st.st_size or self.mtimes[i] != st.st_mtime_ns:
-            return None
-        return i
-
-    def unpack(self, i: int) -> np.ndarray:
-        """The boolean mask of entry ``i`` (bits must be loaded)."""
-        if self.bits is None:
-            raise RuntimeError("internal: mask bits not loaded")
-        h, w = (int(v) for v in self.shapes[i])
-        packed = self.bits[self.offsets[i]:self.offsets[i + 1]]
-        return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
-
-    def entries(self) -> dict[str, _Entry]:
-        """All stored entries as :class:`_Entry` (bits must be loaded)."""
-        if self.bits is None:
-            raise RuntimeError("internal: mask bits not loaded")
-        return {rel: _Entry(int(self.sizes[i]), int(self.mtimes[i]), float(self.coverage[i]),
-                            (int(self.shapes[i][0]), int(self.shapes[i][1])),
-                            self.bits[self.offsets[i]:self.offsets[i + 1]])
-                for rel, i in self.index.items()}
-
-
-def _read_group(path: Path, with_bits: bool) -> _Group:
-    """Load a cache file; a missing, corrupt or outdated file reads as an empty group."""
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            with np.load(fh, allow_pickle=False) as z:
-                if str(z["format"]) != _FORMAT:
-                    return _Group.empty()
-                paths = [str(p) for p in z["paths"]]
-                group = _Group((st.st_size, st.st_mtime_ns), {p: i for i, p in enumerate(paths)},
-                               z["sizes"], z["mtimes"], z["coverage"], z["shapes"], z["offsets"],
-                               z["bits"] if with_bits else None)
-    except FileNotFoundError:
-        return _Group.empty()
-    except _BAD_CACHE:
-        return _Group.empty()
-    n = len(group.index)
-    if not (len(group.sizes) == len(group.mtimes) == len(group.coverage) == len(group.shapes)
-            == n and len(group.offsets) == n + 1):
-        return _Group.empty()
-    if with_bits and (group.bits is None or len(group.bits) != int(group.offsets[-1])):
-        return _Group.empty()
-    return group
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path`` + '.lock' (POSIX); a no-op where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(f"{path}.lock", "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _write_group(path: Path, updates: dict[str, _Entry]) -> None:
-    """Merge ``updates`` into the cache file at ``path`` atomically (lock, temp file, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
-        merged = _read_group(path, with_bits=True).entries()
-        merged.update(updates)
-        rels = sorted(merged)
-        sizes = [len(merged[r].packed) for r in rels]
-        arrays = {
-            "format": np.array(_FORMAT),
-            "paths": np.array(rels, dtype=str),
-            "sizes": np.array([merged[r].size for r in rels], dtype=np.int64),
-            "mtimes": np.array([merged[r].mtime for r in rels], dtype=np.int64),
-            "coverage": np.array([merged[r].coverage for r in rels], dtype=np.float64),
-            "shapes": np.array([merged[r].shape for r in rels], dtype=np.int64).reshape(-1, 2),
-            "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            "bits": (np.concatenate([merged[r].packed for r in rels]).astype(np.uint8)
-                     if rels else np.zeros(0, np.uint8)),
-        }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def _compute_entry(path: Path) -> _Entry:
+def _compute_entry(path: Path) -> Entry:
     """Read one S2 image and compute its mask; the key is taken before reading."""
     st = path.stat()
-    mask = compute_cloud_mask(read_s2(path).array)
-    return _Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
-                  np.packbits(mask.ravel()))
+    raw = read_s2(path).array
+    mask = compute_cloud_mask(raw)
+    blank = int(mask.all() and is_blank(_scaled(raw)))
+    return Entry(st.st_size, st.st_mtime_ns, float(mask.mean()), mask.shape,
+                  np.packbits(mask.ravel()), blank)
 
 
 def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
@@ -256,7 +141,7 @@ def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
     """
     from crbench.errors import CrbenchError
 
-    updates: dict[str, _Entry] = {}
+    updates: dict[str, Entry] = {}
     failed: list[tuple[str, str]] = []
     for abs_path, rel in items:
         try:
@@ -264,7 +149,7 @@ def _compute_group(group_path: str, items: Sequence[tuple[str, str]]
         except CrbenchError as err:
             failed.append((abs_path, str(err)))
     if updates:
-        _write_group(Path(group_path), updates)
+        write_group(Path(group_path), updates)
     return len(updates), failed
 
 
@@ -332,7 +217,7 @@ class MaskCache:
             self.root)
         self.hits = 0
         self.misses = 0
-        self._groups: OrderedDict[Path, _Group] = OrderedDict()
+        self._groups: OrderedDict[Path, Group] = OrderedDict()
         self._warned = False
 
     def __getstate__(self) -> dict:
@@ -372,7 +257,7 @@ class MaskCache:
 
     # -- groups ----------------------------------------------------------------------------
     def _group(self, gpath: Path, rel: str, st: os.stat_result, with_bits: bool
-               ) -> tuple[_Group, int | None]:
+               ) -> tuple[Group, int | None]:
         """The group holding ``rel`` and its fresh index, reloading from disk when needed."""
         group = self._groups.get(gpath)
         if group is not None:
@@ -380,16 +265,16 @@ class MaskCache:
             i = group.fresh(rel, st)
             if i is not None and (group.bits is not None or not with_bits):
                 return group, i
-        group = _read_group(gpath, with_bits)
+        group = read_group(gpath, with_bits)
         self._groups[gpath] = group
         while len(self._groups) > _MAX_GROUPS:
             self._groups.popitem(last=False)
         return group, group.fresh(rel, st)
 
-    def _store(self, gpath: Path, updates: dict[str, _Entry]) -> None:
+    def _store(self, gpath: Path, updates: dict[str, Entry]) -> None:
         """Write entries; a read-only cache only warns (once) and keeps working uncached."""
         try:
-            _write_group(gpath, updates)
+            write_group(gpath, updates)
         except OSError as err:
             self._warn_unwritable(err)
         self._groups.pop(gpath, None)
@@ -400,41 +285,78 @@ class MaskCache:
         _, rel, st = self._locate(s2_path)
         return self._group(self._group_path(rel), rel, st, with_bits=False)[1] is not None
 
-    def coverage(self, s2_path: Path) -> float:
-        """Cloud coverage (mean of the mask) of one image; read from the cache when fresh."""
+    def coverage(self, s2_path: Path, blank_clear: bool = False) -> float:
+        """Cloud coverage (mean of the mask) of one image; read from the cache when fresh.
+
+        Args:
+            s2_path: the S2 image.
+            blank_clear: the toolbox's blank rule: a blank image has coverage 0.0 (else 1.0).
+        """
         path, rel, st = self._locate(s2_path)
         gpath = self._group_path(rel)
         group, i = self._group(gpath, rel, st, with_bits=False)
-        if i is not None:
+        if i is None:
+            entry = self._compute(path, rel, gpath)
+            cov, blank = entry.coverage, entry.blank
+        else:
             self.hits += 1
-            return float(group.coverage[i])
-        return float(self._compute(path, rel, gpath).mean())
+            cov, blank = float(group.coverage[i]), int(group.blank[i])
+        return 0.0 if blank_clear and self._blank(path, blank) else cov
 
-    def mask(self, s2_path: Path) -> np.ndarray:
-        """Boolean cloud mask (H, W) of one image; computed and stored if missing or stale."""
+    def mask(self, s2_path: Path, blank_clear: bool = False) -> np.ndarray:
+        """Boolean cloud mask (H, W) of one image; computed and stored if missing or stale.
+
+        Args:
+            s2_path: the S2 image.
+            blank_clear: the toolbox's blank rule: a blank image's mask is all clear.
+        """
         path, rel, st = self._locate(s2_path)
         gpath = self._group_path(rel)
         group, i = self._group(gpath, rel, st, with_bits=True)
-        if i is not None:
+        if i is None:
+            entry = self._compute(path, rel, gpath)
+            h, w = entry.shape
+            mask, blank = np.unpackbits(entry.packed, count=h * w).reshape(h, w).astype(bool), \
+                entry.blank
+        else:
             self.hits += 1
-            return group.unpack(i)
-        return self._compute(path, rel, gpath)
+            mask, blank = group.unpack(i), int(group.blank[i])
+        return np.zeros_like(mask) if blank_clear and self._blank(path, blank) else mask
+
+    @staticmethod
+    def _blank(path: Path, flag: int) -> bool:
+        """Whether the image is blank, from its stored flag; read from the image if unknown."""
+        if flag != BLANK_UNKNOWN:
+            return bool(flag)
+        return is_blank(_scaled(read_s2(path).array))
 
     def coverages(self, s2_paths: Iterable[Path], workers: int = 1,
-                  progress: bool = False) -> list[float]:
+                  progress: bool = False, blank_clear: bool = False) -> list[float]:
         """Coverage of many images; missing ones are computed first, one write per patch.
 
+        Args:
+            s2_paths: the S2 images.
+            workers: processes computing missing masks.
+            progress: progress bar (stderr) while computing.
+            blank_clear: the toolbox's blank rule (see :meth:`coverage`).
+
         Raises:
             DataError: an image could not be read (the first such image is named).
             DatasetNotFoundError: an image does not exist.
         """
         paths = list(s2_paths)
         self._ensure(paths, workers, progress)
-        return [self.coverage(p) for p in paths]
+        return [self.coverage(p, blank_clear) for p in paths]
 
     def masks(self, s2_paths: Iterable[Path], workers: int = 1,
-              progress: bool = False) -> list[np.ndarray]:
+              progress: bool = False, blank_clear: bool = False) -> list[np.ndarray]:
         """Masks of many images (e.g. the dates of one sample), one cache write per patch.
+
+        Args:
+            s2_paths: the S2 images.
+            workers: processes computing missing masks.
+            progress: progress bar (stderr) while computing.
+            blank_clear: the toolbox's blank rule (see :meth:`mask`).
 
         Raises:
             DataError: an image could not be read (the first such image is named).
@@ -442,7 +364,7 @@ class MaskCache:
         """
         paths = list(s2_paths)
         self._ensure(paths, workers, progress)
-        return [self.mask(p) for p in paths]
+        return [self.mask(p, blank_clear) for p in paths]
 
     def store(self, masks: Mapping[Path | str, np.ndarray]) -> int:
         """Store externally computed masks (e.g. a generator's ground truth) as if computed.
@@ -450,7 +372,9 @@ class MaskCache:
         This exists for masks computed outside this class: they are keyed like computed ones
         (path relative to the root, current file size and mtime), so later lookups treat them
         as fresh and run no s2cloudless on those images. The caller vouches that each mask
-        belongs to its image; only the shape is checked. One cache write per patch.
+        belongs to its image; only the shape is checked. Whether the image is blank is not
+        recorded (it is read from the image if ``blank_clear`` asks). One cache write per
+        patch.
 
         Args:
             masks: S2 image path under the data root -> mask (H, W), nonzero = cloud.
@@ -462,14 +386,14 @@ class MaskCache:
             UsageError: a mask is not 2-D, or a path lies outside the data root.
             DatasetNotFoundError: an image does not exist.
         """
-        groups: dict[Path, dict[str, _Entry]] = {}
+        groups: dict[Path, dict[str, Entry]] = {}
         for s2_path, mask in masks.items():
             arr = np.asarray(mask).astype(bool)
             if arr.ndim != 2:
                 raise UsageError(f"masks: the mask of {s2_path} has shape {arr.shape}; "
                                  "expected (H, W)")
             _, rel, st = self._locate(Path(s2_path))
-            groups.setdefault(self._group_path(rel), {})[rel] = _Entry(
+            groups.setdefault(self._group_path(rel), {})[rel] = Entry(
                 st.st_size, st.st_mtime_ns, float(arr.mean()), arr.shape,
                 np.packbits(arr.ravel()))
         for gpath, updates in groups.items():
@@ -485,12 +409,11 @@ class MaskCache:
                 raise DatasetNotFoundError(message)
             raise DataError(message)
 
-    def _compute(self, path: Path, rel: str, gpath: Path) -> np.ndarray:
+    def _compute(self, path: Path, rel: str, gpath: Path) -> Entry:
         entry = _compute_entry(path)
         self.misses += 1
         self._store(gpath, {rel: entry})
-        h, w = entry.shape
-        return np.unpackbits(entry.packed, count=h * w).reshape(h, w).astype(bool)
+        return entry
 
     def _stale_jobs(self, s2_paths: Iterable[Path], stats: PrecomputeStats
                     ) -> dict[Path, list[tuple[str, str]]]:

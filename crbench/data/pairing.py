@@ -117,8 +117,8 @@ def _entry_selection(pdx: object, entry: dict, source: str) -> tuple[Selection, 
     return Selection(inputs, target, True), key.roi, key.patch, out_s2
 
 
-def _coverage_vector(root: Path | None, cache: MaskCache | None, rel_paths: dict[int, str]
-                     ) -> dict[int, float]:
+def _coverage_vector(root: Path | None, cache: MaskCache | None, rel_paths: dict[int, str],
+                     blank_clear: bool = False) -> dict[int, float]:
     """Coverage per date index where the mask is cached; NaN otherwise."""
     cov = {t: float("nan") for t in rel_paths}
     if root is None or cache is None:
@@ -126,13 +126,13 @@ def _coverage_vector(root: Path | None, cache: MaskCache | None, rel_paths: dict
     for t, rel in rel_paths.items():
         path = Path(root) / Path(rel.replace("\\", "/"))
         if path.is_file() and cache.is_cached(path):
-            cov[t] = float(cache.coverage(path))
+            cov[t] = float(cache.coverage(path, blank_clear=blank_clear))
     return cov
 
 
 def import_pairs(path: Path, *, allow_pickle: bool = False, root: Path | None = None,
-                 cache: MaskCache | None = None, L: int | None = None
-                 ) -> pd.DataFrame:
+                 cache: MaskCache | None = None, L: int | None = None,
+                 blank_clear: bool = False) -> pd.DataFrame:
     """Convert a toolbox pairing file into crbench's index (DESIGN.md columns).
 
     Rows follow the toolbox's pdx order. ``match`` is True for every row, as the toolbox
@@ -145,6 +145,7 @@ def import_pairs(path: Path, *, allow_pickle: bool = False, root: Path | None = 
         root: dataset root; when given, every referenced S2 file must exist under it.
         cache: mask cache for coverage values (needs ``root``).
         L: expected number of inputs; checked against every entry when given.
+        blank_clear: the toolbox's blank rule for the coverage values (``--protocol parity``).
 
     Raises:
         UsageError: ``allow_pickle`` not set, or entries with another L than ``L``.
@@ -170,7 +171,7 @@ def import_pairs(path: Path, *, allow_pickle: bool = False, root: Path | None = 
         if root is not None:
             missing += [r for r in rel.values()
                         if not (Path(root) / r.replace("\\", "/")).is_file()]
-        cov = _coverage_vector(root, cache, rel)
+        cov = _coverage_vector(root, cache, rel, blank_clear)
         full = [cov.get(t, float("nan")) for t in range(max(rel) + 1)]
         rows.append(index_row(roi, patch, sel, full))
     if missing:

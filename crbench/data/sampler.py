@@ -21,15 +21,31 @@ from ..errors import UsageError, parse_enum
 
 
 class Protocol(enum.Enum):
-    """Whether the target date may also be one of the inputs.
+    """Evaluation protocol: whether the target may be an input, how blank dates count and
+    which value mosaicing writes where no input is clear (README "Conventions").
 
     Attributes:
-        TOOLBOX: as the SEN12MS-CR-TS toolbox: the target may also be an input.
-        STRICT: the target is never an input.
+        TOOLBOX: as the SEN12MS-CR-TS toolbox: the target may also be an input; mosaicing
+            fills with the toolbox's value; blank dates stay fully cloudy (crbench's rule).
+        STRICT: the target is never an input; crbench's own mosaicing fill (0.5).
+        PARITY: TOOLBOX plus the toolbox's blank rule (an all-blank S2 image is clear,
+            coverage 0.0, as its s2cloudless on zeros gives) and its exact mosaicing, to
+            reproduce the toolbox's numbers.
     """
 
     TOOLBOX = "toolbox"
     STRICT = "strict"
+    PARITY = "parity"
+
+    @property
+    def target_may_be_input(self) -> bool:
+        """Whether the fixed sampler may pick the target as one of the inputs."""
+        return self is not Protocol.STRICT
+
+    @property
+    def blank_is_clear(self) -> bool:
+        """Whether an all-blank S2 image counts as clear (coverage 0.0) instead of cloudy."""
+        return self is Protocol.PARITY
 
     @classmethod
     def parse(cls, value: Protocol | str) -> Protocol:
@@ -104,7 +120,8 @@ def select_fixed(coverage: Sequence[float], L: int, min_cov: float = 0.0,
 
     - target: the least cloudy date; among equally clear dates the earliest.
     - inputs: the first L dates whose coverage lies in ``[min_cov, max_cov]`` (both bounds
-      inclusive); under :attr:`Protocol.STRICT` the target is not eligible.
+      inclusive); under :attr:`Protocol.STRICT` the target is not eligible (under TOOLBOX and
+      PARITY it is; the blank rule of PARITY acts on ``coverage`` before this function).
     - if fewer than L dates qualify: the first L dates other than the target, and the sample
       does not match.
     - match: L inputs qualified and the target coverage is at most ``TARGET_CLEAR_MAX``.
@@ -114,7 +131,7 @@ def select_fixed(coverage: Sequence[float], L: int, min_cov: float = 0.0,
         L: number of inputs, 1..29.
         min_cov: lower coverage bound of an input.
         max_cov: upper coverage bound of an input.
-        protocol: :class:`Protocol` or its value ("toolbox" or "strict").
+        protocol: :class:`Protocol` or its value ("toolbox", "strict" or "parity").
 
     Returns:
         The selection.
@@ -130,7 +147,7 @@ def select_fixed(coverage: Sequence[float], L: int, min_cov: float = 0.0,
     # np.argmin returns the first occurrence of the minimum: ties go to the earliest date.
     target = int(np.argmin(np.asarray(cov)))
     eligible = [i for i, c in enumerate(cov) if min_cov <= c <= max_cov
-                and (protocol is Protocol.TOOLBOX or i != target)]
+                and (protocol.target_may_be_input or i != target)]
     if len(eligible) >= L:
         return Selection(eligible[:L], target, cov[target] <= TARGET_CLEAR_MAX)
     fallback = [i for i in range(len(cov)) if i != target][:L]

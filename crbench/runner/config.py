@@ -72,7 +72,8 @@ class RunConfig:
         shard: (k, n) or "k/n".
         limit: evaluate only the first N matching samples of the shard.
         mask_convention: "paper" or "toolbox" (crbench.metrics.MaskConvention).
-        protocol: "toolbox" or "strict" (crbench.data.sampler.Protocol).
+        protocol: "toolbox", "strict" or "parity" (crbench.data.sampler.Protocol); also
+            passed to methods that list ``"protocol"`` in their runtime options (mosaicing).
         batch_size: samples per batch.
         workers: DataLoader worker processes (also used to compute missing masks).
         device: torch device; None -> CUDA if available, else CPU.

@@ -448,11 +448,12 @@ def partial_dates(cfg: RunConfig) -> tuple[dict[str, str], set[tuple[str, int, i
     return out, lacking
 
 
-def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, int]:
+def runtime_options(cfg: RunConfig, accepted: frozenset[str]) -> dict[str, Any]:
     """The ``--steps`` / ``--samples`` values to pass to a method whose class accepts
     ``accepted`` (:attr:`crbench.api.Method.runtime_options`); defaults are not passed.
-    A stochastic method that accepts ``sample_seed`` gets the run's ``--seed``."""
-    options = {**cfg.sampling(), "sample_seed": cfg.seed}
+    A stochastic method that accepts ``sample_seed`` gets the run's ``--seed``; one that
+    accepts ``protocol`` gets ``--protocol`` (always, default or not)."""
+    options = {**cfg.sampling(), "sample_seed": cfg.seed, "protocol": cfg.protocol.value}
     return {k: v for k, v in options.items() if k in accepted}
 
 

@@ -162,12 +162,15 @@ class PatchTruth:
         classes: (30, H, W) uint8 :class:`TruthClass` per date.
         landcover: (H, W) uint8 :class:`LandCover`.
         s1_dates, s2_dates: acquisition dates per index t.
+        blank: (30,) bool, the dates whose S2 image was written blank (all zeros) by
+            ``blank_dates``; their ``classes`` are those of the scene before blanking.
     """
 
     classes: np.ndarray
     landcover: np.ndarray
     s1_dates: list[date]
     s2_dates: list[date]
+    blank: np.ndarray = field(default_factory=lambda: np.zeros(N_DATES, dtype=bool))
 
     def cloud(self, t: int | None = None) -> np.ndarray:
         """Cloud mask (thick, thin or cirrus) for one date or all dates."""
@@ -192,7 +195,8 @@ def load_truth(root: Path, roi: str, patch: int) -> PatchTruth:
         return PatchTruth(
             classes=z["classes"], landcover=z["landcover"],
             s1_dates=[date.fromisoformat(s) for s in z["s1_dates"]],
-            s2_dates=[date.fromisoformat(s) for s in z["s2_dates"]])
+            s2_dates=[date.fromisoformat(s) for s in z["s2_dates"]],
+            blank=z["blank"] if "blank" in z.files else np.zeros(N_DATES, dtype=bool))
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -263,11 +267,22 @@ def _patch_transform(geo: Georef, patch: int, size: int):
                   0.0, -PIXEL_M, geo.y0 - row * size * PIXEL_M)
 
 
+def blank_dates_of(roi: str, patch: int, seed: int, n: int) -> np.ndarray:
+    """(30,) bool: the ``n`` dates of a patch whose S2 image is written blank (all zeros, as
+    real SEN12MS-CR-TS has some), drawn from their own seeded stream."""
+    a, b = _roi_ints(roi)
+    out = np.zeros(N_DATES, dtype=bool)
+    if n:
+        out[np.random.default_rng([seed, a, b, patch, 0xB1A4]).choice(N_DATES, n, False)] = True
+    return out
+
+
 def generate_patch(roi: str, patch: int, size: int, seed: int,
-                   dates: tuple[list[date], list[date]]
+                   dates: tuple[list[date], list[date]], blank_dates: int = 0
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Arrays of one patch: S2 (30,13,H,W) uint16, S1 (30,2,H,W) float32 dB, truth (30,H,W)
-    uint8, land cover (H,W) uint8. Pure function of its arguments."""
+    uint8, land cover (H,W) uint8. Pure function of its arguments; ``blank_dates`` S2 images
+    (:func:`blank_dates_of`) are all zeros, everything else is unchanged by it."""
     a, b = _roi_ints(roi)
     geo = roi_georef(roi)
     key = key_hash((seed, a, b, 0x5CE7E))
@@ -287,6 +302,7 @@ def generate_patch(roi: str, patch: int, size: int, seed: int,
         img = sensor(img, rng, row * size, col * size)
         s2[t] = np.clip(np.round(img * S2_MAX), 1, 65535).astype(np.uint16)
         s1[t] = backscatter(surface, s1_dates[t].timetuple().tm_yday, rng_s1)
+    s2[blank_dates_of(roi, patch, seed, blank_dates)] = 0
     return s2, s1, truth, surface.cover
 
 
@@ -312,13 +328,13 @@ def grid_side(size: int | tuple[int, int]) -> int:
 
 
 def _write_patch(root: Path, roi: str, patch: int, size: int | tuple[int, int], seed: int,
-                 dates: tuple[list[date], list[date]]) -> np.ndarray:
+                 dates: tuple[list[date], list[date]], blank_dates: int = 0) -> np.ndarray:
     """Write one patch of ``size``: generated on the square of :func:`grid_side` (patches
     stay on one UTM grid of that step) and cropped to its top-left (height, width)."""
     side = grid_side(size)
     h, w = (size, size) if isinstance(size, int) else size
     s2, s1, truth, cover = (np.ascontiguousarray(a[..., :h, :w])
-                            for a in generate_patch(roi, patch, side, seed, dates))
+                            for a in generate_patch(roi, patch, side, seed, dates, blank_dates))
     geo = roi_georef(roi)
     from rasterio.crs import CRS
 
@@ -329,12 +345,13 @@ def _write_patch(root: Path, roi: str, patch: int, size: int | tuple[int, int], 
             tags = {"SYNTHETIC": "crbench.synth", "ACQUISITION_DATE": day.isoformat()}
             _write_tif(file_path(root, mod, roi, t, day, patch), arr, names, crs, transform,
                        tags)
+    extra = {"blank": blank_dates_of(roi, patch, seed, blank_dates)} if blank_dates else {}
     _save_npz(truth_path(root, roi, patch), {
         "classes": truth, "landcover": cover,
         "s1_dates": np.array([d.isoformat() for d in dates[0]]),
         "s2_dates": np.array([d.isoformat() for d in dates[1]]),
         "class_names": np.array([c.name.lower() for c in TruthClass]),
-        "landcover_names": np.array([c.name.lower() for c in LandCover]),
+        "landcover_names": np.array([c.name.lower() for c in LandCover]), **extra,
     })
     return truth
 
@@ -410,22 +427,26 @@ def check_size(size: object) -> int | tuple[int, int]:
     return int(sides[0]), int(sides[1])
 
 
-def _check_args(patches: int, seed: int, workers: int) -> None:
+def _check_args(patches: int, seed: int, workers: int, blank_dates: int = 0) -> None:
     if isinstance(patches, bool) or not isinstance(patches, (int, np.integer)) or patches < 1:
         raise UsageError(f"patches: got {patches!r}; expected an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed: got {seed!r}; expected an integer >= 0")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise UsageError(f"workers: got {workers!r}; expected an integer >= 1")
+    if isinstance(blank_dates, bool) or not isinstance(blank_dates, (int, np.integer)) or \
+            not 0 <= blank_dates <= N_DATES:
+        raise UsageError(f"blank_dates: got {blank_dates!r}; expected an integer from 0 to "
+                         f"{N_DATES} (blank S2 images per patch)")
 
 
 def _patch_job(args: tuple) -> np.ndarray:
     """Write one patch (runs in a worker process when ``workers`` > 1); returns its coverage."""
     import rasterio
 
-    root, roi, patch, size, seed, dates = args
+    root, roi, patch, size, seed, dates, blank_dates = args
     with rasterio.Env():
-        truth = _write_patch(root, roi, patch, size, seed, dates)
+        truth = _write_patch(root, roi, patch, size, seed, dates, blank_dates)
     cloud = np.isin(truth, (TruthClass.THICK, TruthClass.THIN, TruthClass.CIRRUS))
     return cloud.mean(axis=(1, 2))
 
@@ -433,7 +454,7 @@ def _patch_job(args: tuple) -> np.ndarray:
 def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2,
                size: int | tuple[int, int] = 128,
                seed: int = 0, progress: bool = False, force: bool = False,
-               workers: int = 1) -> SynthSummary:
+               workers: int = 1, blank_dates: int = 0) -> SynthSummary:
     """Write a synthetic SEN12MS-CR-TS tree under ``root``.
 
     Args:
@@ -448,6 +469,8 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2,
         progress: show a tqdm progress bar on stderr.
         force: write into a non-empty directory that is not a previous synth output.
         workers: processes generating patches in parallel (the output does not depend on it).
+        blank_dates: S2 images per patch written blank (all zeros; which dates: seeded, in
+            the truth files' ``blank``); crbench counts them fully cloudy, the toolbox clear.
 
     Returns:
         A :class:`SynthSummary`.
@@ -459,12 +482,12 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2,
 
     roi_keys = _resolve_rois(rois)
     size = check_size(size)
-    _check_args(patches, seed, workers)
+    _check_args(patches, seed, workers, blank_dates)
     root = Path(root)
     _prepare_root(root, force)
     summary = SynthSummary(root=root, rois=roi_keys, patches=int(patches), size=size,
                            seed=int(seed), n_files=0, truth_dir=root / TRUTH_DIR)
-    jobs = [(root, roi, p, size, int(seed), roi_dates(roi, seed))
+    jobs = [(root, roi, p, size, int(seed), roi_dates(roi, seed), int(blank_dates))
             for roi in roi_keys for p in range(patches)]
     bar = tqdm(total=len(jobs), desc="synth", unit="patch", disable=not progress)
     with bar:
@@ -487,6 +510,7 @@ def synthesize(root: Path, rois: int | Sequence[str] = 4, patches: int = 2,
             summary.no_clear.append((roi, p))
         summary.n_files += 2 * N_DATES
     manifest = {"generator": "crbench.synth", "rois": list(roi_keys), "patches": int(patches),
-                "size": size if isinstance(size, int) else list(size), "seed": int(seed)}
+                "size": size if isinstance(size, int) else list(size), "seed": int(seed),
+                **({"blank_dates": int(blank_dates)} if blank_dates else {})}
     (root / TRUTH_DIR / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return summary

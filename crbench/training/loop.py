@@ -100,7 +100,7 @@ from .batches import (
     weighted_mean_over_ranks,
 )
 from .context import StepContext, TrainParts
-from .options import TrainOptions, check_fit_args
+from .options import TrainOptions, check_fit_args, check_train_data
 from .validation import VAL_COLUMNS, cloudy_region_scores, mean_scores
 
 HISTORY_FILE = "history.csv"
@@ -386,6 +386,9 @@ def _dataset(root: Path, split: str, opts: TrainOptions, sampler: str) -> Any:
     kwargs: dict[str, Any] = {"split": split, "L": opts.seq_len, "region": opts.region,
                               "sampler": sampler, "seed": opts.seed, "crop": opts.crop,
                               "s1_db_range": opts.s1_db_range}
+    if split == "train":  # opts.train_sampler; the toolbox trains on every patch
+        kwargs.update(protocol=opts.protocol, only_matching=False)
+        return cls(root, **kwargs)
     if sampler == "fixed":  # validation: whole images, the target is never an input
         kwargs.update(protocol="strict", crop=None)
     ds = cls(root, **kwargs)
@@ -412,7 +415,8 @@ def validation_batches(root: Path, opts: TrainOptions) -> list[Batch]:
 
 def fit_on_dataset(data_root: Path, out: Path, opts: TrainOptions,
                    build: Callable[[int, torch.device], TrainParts]) -> Path:
-    """Train on the train split of ``data_root`` (random sampler); return ``out``.
+    """Train on the train split of ``data_root`` (``opts.train_sampler``, by default the
+    random sampler; ``opts.protocol``); return ``out``.
 
     Under ``torchrun`` this is data-parallel training over the job's ranks (see the module
     docstring); ``opts.batch_size`` is the global batch and must split evenly over them.
@@ -427,6 +431,7 @@ def fit_on_dataset(data_root: Path, out: Path, opts: TrainOptions,
         UsageError: bad options, or a global batch that does not split over the ranks.
     """
     check_fit_args(opts.steps, opts.batch_size, opts.crop, opts.workers)
+    check_train_data(opts.train_sampler, opts.protocol)
     device = pick_device(opts.device)
     with distributed.session(device) as dist:
         check_global_batch(opts.batch_size, dist.world_size)
@@ -434,7 +439,7 @@ def fit_on_dataset(data_root: Path, out: Path, opts: TrainOptions,
             device = distributed.device_for_rank(device)
         seed_everything(opts.seed)
         root = Path(data_root)
-        train, val = main_first(lambda: (_dataset(root, "train", opts, "random"),
+        train, val = main_first(lambda: (_dataset(root, "train", opts, opts.train_sampler),
                                          validation_batches(root, opts)))
         source = DatasetSource(train, opts.batch_size, opts.seed, opts.workers,
                                pin_memory=device.type == "cuda", rank=dist.rank,

@@ -99,6 +99,13 @@ class TrainOptions:
     (strict protocol) are used for validation every ``val_every`` steps (None: every epoch).
     ``s1_db_range`` is the method's S1 dB range (:attr:`crbench.api.Method.s1_db_range`),
     given to the training and validation datasets (None: the default [-25, 0] dB).
+
+    ``train_sampler`` chooses the training samples: "random" (crbench's: a clear target drawn
+    every epoch, L adjacent other dates as inputs) or "fixed" (the toolbox's train.py: one
+    sample per patch, the least cloudy date as target and the first L dates in the coverage
+    bounds as inputs, the target possibly one of them, every patch kept whether it matches
+    or not). ``protocol`` ("toolbox", "strict" or "parity") is the training data's protocol:
+    its blank rule for both samplers, and for "fixed" whether the target may be an input.
     """
 
     seq_len: int
@@ -116,6 +123,8 @@ class TrainOptions:
     val_every: int | None = None
     log_every: int = 10
     s1_db_range: tuple[tuple[float, float], ...] | None = None
+    train_sampler: str = "random"
+    protocol: str = "toolbox"
 
 
 def check_train_s1(method: str, needs: Iterable[Any], data_root: Path, region: str = "all",
@@ -149,6 +158,16 @@ def check_train_s1(method: str, needs: Iterable[Any], data_root: Path, region: s
                          f"{len(records)} patches lack S1 images for some date, e.g. "
                          f"{first.roi} patch {first.patch}); {method} needs S1{which}; train "
                          "it on a tree with S1")
+
+
+def check_train_data(train_sampler: str, protocol: str) -> None:
+    """UsageError for a ``train_sampler`` or ``protocol`` that names none."""
+    from ..data.dataset import SamplerKind
+    from ..data.sampler import Protocol
+    from ..errors import parse_enum
+
+    parse_enum(SamplerKind, train_sampler, "train_sampler")
+    Protocol.parse(protocol)
 
 
 def check_fit_args(steps: int | None, batch_size: int, crop: int | None, workers: int) -> None:
