@@ -47,6 +47,9 @@ branch                 from scratch (``pretrain_steps``   pretrained single-date
                                                           frozen 100,000 steps
 batch, schedule        4; 20 epochs, constant LR for the  1; 200 epochs: 100 constant, 100
                        first half then linear decay       linear decay (``decay_start`` 0.5)
+training samples       ``train_sampler`` "random": a      "fixed": the toolbox's rule, least
+                       clear target drawn every epoch,    cloudy target, the first L dates as
+                       other dates as inputs              inputs (the target may be one)
 =====================  =================================  ==================================
 
 Differences that remain: the toolbox loads a ResNet pretrained elsewhere (Meraner et al.
@@ -250,6 +253,7 @@ _FULL: dict[str, Any] = {
     "batch_size": 4, "epochs": 20, "pretrain_steps": 0, "freeze_steps": 0,
     "val_samples": 4, "val_every": 0,
     "scaling": "crbench", "first_pad": "reflect", "init": "default", "lambda_l1": 1.0,
+    "train_sampler": "random",
 }
 # tiny: lr 1e-3 (5x the paper's) so that a CPU run of ~75 steps learns the fill (issue #16:
 # nrmse_cloudy 0.037 vs 0.26 for least cloudy on the demo tree); validation every 25 steps
@@ -262,7 +266,7 @@ _TINY: dict[str, Any] = _FULL | {"channels": 16, "blocks": 2, "fusion_blocks": 1
 _TOOLBOX: dict[str, Any] = _FULL | {
     "scaling": "toolbox", "first_pad": "zero", "init": "normal", "lambda_l1": 100.0,
     "batch_size": 1, "epochs": 200, "decay_start": 0.5, "pretrain_steps": 100_000,
-    "freeze_steps": 100_000}
+    "freeze_steps": 100_000, "train_sampler": "fixed"}
 # toolbox-tiny: the toolbox recipe at the tiny preset's widths, for CPU tests
 _TOOLBOX_TINY: dict[str, Any] = _TOOLBOX | {
     "channels": 16, "blocks": 2, "fusion_blocks": 1, "lr": 1e-3, "epochs": 1,
@@ -434,7 +438,8 @@ class Seq2Point(TrainableMethod):
             batch_size: int | None = None, device: str | None = None, resume: bool = False,
             seed: int = 0, progress: bool = True, workers: int = 0, region: str = "all",
             crop: int | None = None) -> Path:
-        """Train on the train split (random sampler); checkpoints and history.csv in ``out``.
+        """Train on the train split (``train_sampler``: random, or the toolbox's fixed rule in the
+        toolbox preset); checkpoints and history.csv in ``out``.
         A tree without S1 for the train split is refused (UsageError naming ``data_root``)."""
         check_train_s1(self.name, self.needs, data_root, region)
         c = self.config
@@ -442,7 +447,8 @@ class Seq2Point(TrainableMethod):
             seq_len=self._seq_len(), batch_size=batch_size or c["batch_size"], steps=steps,
             epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
             workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
-            val_every=c["val_every"] or None, s1_db_range=self.s1_db_range)
+            val_every=c["val_every"] or None, s1_db_range=self.s1_db_range,
+            train_sampler=c["train_sampler"])
         with distributed.session(pick_device(device)):  # one process group for both stages
             if c["pretrain_steps"] > 0:
                 pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],

@@ -37,7 +37,7 @@ def test_least_cloudy_rejects_mismatched_shapes() -> None:
         least_cloudy(_const_seq([0.1, 0.2]), torch.zeros(1, 3))
 
 
-def test_mosaic_means_clear_pixels_and_fills_half() -> None:
+def test_mosaic_means_clear_pixels_and_fills_the_toolbox_value() -> None:
     s2 = _const_seq([0.2, 0.4, 0.9])
     masks = torch.zeros(1, 3, 2, 2)
     masks[0, 2] = 1  # third input cloudy everywhere
@@ -48,7 +48,8 @@ def test_mosaic_means_clear_pixels_and_fills_half() -> None:
     torch.testing.assert_close(out[0, :, 0, 0], torch.full((13,), 0.3))
     torch.testing.assert_close(out[0, :, 1, 0], torch.full((13,), 0.3))
     torch.testing.assert_close(out[0, :, 0, 1], torch.full((13,), 0.4))
-    torch.testing.assert_close(out[0, :, 1, 1], torch.full((13,), 0.5))
+    torch.testing.assert_close(out[0, :, 1, 1], torch.full((13,), 0.1))
+    torch.testing.assert_close(mosaic(s2, masks, fill=0.5)[0, :, 1, 1], torch.full((13,), 0.5))
 
 
 def test_mosaic_all_clear_is_plain_mean_per_band() -> None:
