@@ -43,11 +43,12 @@ BASELINES: tuple[str, ...] = ("least_cloudy", "mosaicing")
 LEARNED: tuple[str, ...] = ("seq2point", "stgan", "seqdm", "seqdm_no_tts")
 
 
-TRAIN_STEPS: Mapping[str, int | None] = {"seq2point": 75, "stgan": 100, "seqdm": 350,
+TRAIN_STEPS: Mapping[str, int | None] = {"seq2point": 75, "stgan": 300, "seqdm": 350,
                                          "seqdm_no_tts": 350}
 """Training steps of the full demo: enough for Seq2point and STGAN to fill the cloudy region
-clearly better than least cloudy (issue #16: nrmse_cloudy 0.037 and 0.09 against 0.26 at L = 3,
-strict protocol; about 20 s each on 2 cores). SeqDMs trains 350 of its tiny preset's 500
+clearly better than least cloudy (issue #16: nrmse_cloudy 0.037 and 0.06 against 0.26 at L = 3,
+strict protocol; Seq2point about 20 s on 2 cores; STGAN 300 steps, about 60 s, because at 100
+its outputs are still checkerboard patterns in Figure 3). SeqDMs trains 350 of its tiny preset's 500
 iterations (batch 4 on 32 px crops; about 100 s for seqdm, 65 s for the ablation), so that the
 whole demo stays near 5 minutes (all 500: 380 s; nrmse_cloudy on the val samples 0.053 at 350
 iterations against 0.049 at 500)."""
