@@ -103,6 +103,14 @@ class Problem:
         return f"{self.severity.value.upper():7} {self.kind.value:17} {self.path}: {self.detail}"
 
 
+def problem_lines(ordered: Sequence[Problem], limit: int | None) -> list[str]:
+    """One line per problem (the first ``limit``), then the rest counted by kind."""
+    shown = ordered if limit is None else ordered[:limit]
+    rest = Counter(p.kind.value for p in ordered[len(shown):])
+    more = ["  ... and " + ", ".join(f"{n} more {k}" for k, n in rest.items())] if rest else []
+    return [str(p) for p in shown] + more
+
+
 @dataclass
 class VerifyReport:
     """Result of :func:`verify_tree`.
@@ -176,12 +184,7 @@ class VerifyReport:
                  f"  ROIs: {self.n_rois} ({unknown} not in the official lists), patches: "
                  f"{self.n_patches} ({self.n_complete} complete), images read: {self.n_files}",
                  f"  errors: {len(self.errors)}, warnings: {len(self.warnings)}"]
-        ordered = self.errors + self.warnings
-        shown = ordered if limit is None else ordered[:limit]
-        lines += [str(p) for p in shown]
-        rest = Counter(p.kind.value for p in ordered[len(shown):])
-        if rest:
-            lines.append("  ... and " + ", ".join(f"{n} more {k}" for k, n in rest.items()))
+        lines += problem_lines(self.errors + self.warnings, limit)
         if self.n_complete < self.n_patches and self.patch_dates:
             lines += self._partial_lines()
         if self.n_complete > 0:

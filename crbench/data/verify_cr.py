@@ -12,12 +12,11 @@ the tree is usable when at least one patch is complete.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cr
-from .verify import Problem, ProblemKind, Severity, VerifyReport, _check_files
+from .verify import Problem, ProblemKind, Severity, VerifyReport, _check_files, problem_lines
 
 _ROLE = {"s1": "S1 image", "s2": "cloud-free S2 image (the target)",
          "s2_cloudy": "cloudy S2 image (the input)"}
@@ -39,12 +38,7 @@ class CRVerifyReport(VerifyReport):
                  f"lists), patches: {self.n_patches} ({self.n_complete} complete: s1, s2 and "
                  f"s2_cloudy readable), images read: {self.n_files}",
                  f"  errors: {len(self.errors)}, warnings: {len(self.warnings)}"]
-        ordered = self.errors + self.warnings
-        shown = ordered if limit is None else ordered[:limit]
-        lines += [str(p) for p in shown]
-        rest = Counter(p.kind.value for p in ordered[len(shown):])
-        if rest:
-            lines.append("  ... and " + ", ".join(f"{n} more {k}" for k, n in rest.items()))
+        lines += problem_lines(self.errors + self.warnings, limit)
         if self.n_complete:
             lines.append(f"usable: yes ({self.n_complete} of {self.n_patches} patches complete; "
                          "L = 1)")
