@@ -138,9 +138,6 @@ class TemporalAttention(nn.Module):
 
     def __init__(self, channels: int, n_head: int, d_model: int, d_k: int) -> None:
         super().__init__()
-        if channels % n_head or d_model % n_head:
-            raise UsageError(f"n_head: bad value {n_head}; expected a divisor of width "
-                             f"{channels} and d_model {d_model}")
         self.n_head, self.d_k, self.d_model = n_head, d_k, d_model
         self.in_norm = nn.GroupNorm(n_head, channels)
         self.inproj = nn.Linear(channels, d_model)
@@ -260,6 +257,9 @@ class UnCRtainTS(TrainableMethod):
                 raise UsageError(f"{key}: bad value {c[key]!r}; expected an integer >= 1")
         if c["width"] % 4:
             raise UsageError(f"width: bad value {c['width']!r}; expected a multiple of 4")
+        if c["width"] % c["n_head"] or c["d_model"] % c["n_head"]:
+            raise UsageError(f"n_head: bad value {c['n_head']!r}; expected a divisor of width "
+                             f"{c['width']} and d_model {c['d_model']}")
         if c["scale_by"] <= 0:
             raise UsageError(f"scale_by: bad value {c['scale_by']!r}; expected a value > 0")
         if not 0.0 <= c["att_dropout"] < 1.0:
