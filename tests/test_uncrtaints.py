@@ -4,6 +4,7 @@ head (its scaling and the runner's uncertainty sidecar), options and the publish
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,23 @@ def test_s1_is_used_only_when_asked(use_sar: bool) -> None:
     same = torch.allclose(model.predict(inputs), model.predict(other))
     assert same is not use_sar
     assert Need.S1 in UnCRtainTS.needs  # the class (runner, crbench train) stays conservative
+
+
+def test_fit_without_s1_trains_only_with_use_sar_false(synth_root: Path,
+                                                          tmp_path: Path) -> None:
+    from crbench.data.index import check_split_region
+
+    root = tmp_path / "root"
+    for roi in check_split_region("train", "all") + check_split_region("val", "all"):
+        if (synth_root / roi).is_dir():
+            shutil.copytree(synth_root / roi, root / roi)
+            shutil.rmtree(root / roi / "S1")
+    with pytest.raises(UsageError, match=r"^data_root: .* has no S1 for the train split"):
+        UnCRtainTS(3, "tiny").fit(root, tmp_path / "a", steps=1, progress=False)
+    assert not (tmp_path / "a").exists()
+    UnCRtainTS(3, "tiny", use_sar=False).fit(root, tmp_path / "b", steps=1, batch_size=2,
+                                             crop=32, progress=False)
+    assert UnCRtainTS.load(tmp_path / "b").config["use_sar"] is False
 
 
 def test_nll_is_the_diagonal_gaussian_nll_summed_over_bands() -> None:
