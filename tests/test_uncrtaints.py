@@ -16,6 +16,7 @@ from crbench.api import Need
 from crbench.cli.main import main
 from crbench.errors import UsageError
 from crbench.registry import create_method
+from crbench.runner import read_manifest
 from crbench.runner.store import read_uncertainty
 from crbench_methods.uncrtaints import UnCRtainTS, day_encoding, gaussian_nll
 
@@ -185,3 +186,15 @@ def test_run_writes_the_head_uncertainty_sidecar(synth_root: Path, trained: Path
     assert len(got) == 2 and set(got["source"]) == {"head"} and set(got["method"]) == \
         {"uncrtaints"}
     assert (got["mean_std"] > 0).all() and got["uce"].notna().all()
+
+
+def test_run_of_an_mse_model_writes_no_uncertainty(synth_root: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    UnCRtainTS(3, "tiny", loss="mse").fit(synth_root, ckpt / "uncrtaints", steps=1,
+                                           batch_size=2, crop=32, progress=False)
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(synth_root), "--methods", "uncrtaints", "--L", "3",
+                 "--limit", "1", "--checkpoints", str(ckpt), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert not (out / "rows" / "uncrtaints__L3__shard1of1.uncertainty.csv").exists()
+    assert read_manifest(out)["runs"]["uncrtaints__L3__shard1of1"]["uncertainty"] is None
