@@ -198,3 +198,19 @@ def test_run_of_an_mse_model_writes_no_uncertainty(synth_root: Path, tmp_path: P
                  "--no-progress"]) == 0
     assert not (out / "rows" / "uncrtaints__L3__shard1of1.uncertainty.csv").exists()
     assert read_manifest(out)["runs"]["uncrtaints__L3__shard1of1"]["uncertainty"] is None
+
+
+def test_cli_trains_once_and_runs_every_length(synth_root: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ckpt"
+    assert main(["train", "uncrtaints", "--data", str(synth_root), "--L", "3", "--preset",
+                 "tiny", "--steps", "2", "--crop", "32", "--set", "use_sar=false", "--out",
+                 str(ckpt / "uncrtaints"), "--no-progress"]) == 0
+    assert "uncrtaints parameters: network 7,098" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(synth_root), "--methods", "uncrtaints", "--L", "2", "4",
+                 "--limit", "1", "--checkpoints", str(ckpt), "--out", str(out),
+                 "--no-progress"]) == 0
+    got = read_uncertainty(out)
+    assert sorted(got["L"]) == [2, 4] and set(got["source"]) == {"head"}
+    assert (out / "rows" / "uncrtaints__L4__shard1of1.csv").is_file()
