@@ -115,15 +115,20 @@ def test_s1_is_used_only_when_asked(use_sar: bool) -> None:
     assert Need.S1 in UnCRtainTS.needs  # the class (runner, crbench train) stays conservative
 
 
-def test_fit_without_s1_trains_only_with_use_sar_false(synth_root: Path,
-                                                          tmp_path: Path) -> None:
+def _without_s1(synth_root: Path, root: Path) -> Path:
+    """Copy of the tree's train and val ROIs with their S1 folders removed."""
     from crbench.data.index import check_split_region
 
-    root = tmp_path / "root"
     for roi in check_split_region("train", "all") + check_split_region("val", "all"):
         if (synth_root / roi).is_dir():
             shutil.copytree(synth_root / roi, root / roi)
             shutil.rmtree(root / roi / "S1")
+    return root
+
+
+def test_fit_without_s1_trains_only_with_use_sar_false(synth_root: Path,
+                                                          tmp_path: Path) -> None:
+    root = _without_s1(synth_root, tmp_path / "root")
     with pytest.raises(UsageError, match=r"^data_root: .* has no S1 for the train split"):
         UnCRtainTS(3, "tiny").fit(root, tmp_path / "a", steps=1, progress=False)
     assert not (tmp_path / "a").exists()
@@ -214,3 +219,15 @@ def test_cli_trains_once_and_runs_every_length(synth_root: Path, tmp_path: Path,
     got = read_uncertainty(out)
     assert sorted(got["L"]) == [2, 4] and set(got["source"]) == {"head"}
     assert (out / "rows" / "uncrtaints__L4__shard1of1.csv").is_file()
+
+
+def test_cli_trains_use_sar_false_on_a_tree_without_s1(synth_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    root = _without_s1(synth_root, tmp_path / "root")
+    argv = ["train", "uncrtaints", "--data", str(root), "--L", "3", "--preset", "tiny",
+            "--steps", "1", "--crop", "32", "--no-progress", "--out"]
+    assert main([*argv, str(tmp_path / "a")]) == 2  # S1 by default: refused
+    assert "uncrtaints needs S1" in capsys.readouterr().err
+    assert main([*argv, str(tmp_path / "b"), "--set", "use_sar=false"]) == 0
+    assert UnCRtainTS.load(tmp_path / "b").config["use_sar"] is False
