@@ -44,10 +44,11 @@ then untrained, so such a model gives no variance (``predict_with_variance`` ret
 the instance's ``gives_variance`` is False). Optimiser: Adam, constant LR (the code's
 ExponentialLR with gamma 1.0).
 
-S1: ``use_sar`` (default True, as published) adds Need.S1 to the instance's ``needs``. The
-class attribute keeps Need.S1 because the runner and ``crbench train`` decide on the class: a
-tree without S1 is refused for uncrtaints even when ``use_sar=false`` (``fit`` itself checks
-the instance's needs).
+S1: ``use_sar`` (default True, as published) adds Need.S1 to the instance's ``needs``, which
+``fit`` and ``crbench train`` check (``--set use_sar=false`` trains on a tree without S1). The
+class attribute keeps Need.S1 because ``crbench run`` decides on the class before loading a
+checkpoint: it refuses uncrtaints on a tree without S1, and skips samples lacking S1, even for
+a ``use_sar=false`` checkpoint.
 
 Parameters: the full preset has 570,010 (569,754 without S1), the count of the public code's
 ``UNCRTAINTS`` module in this configuration (tests/test_uncrtaints.py).
