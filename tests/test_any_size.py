@@ -21,7 +21,7 @@ from crbench.synth import synthesize
 from crbench.torchutil import crop_to, pad_to_multiple
 
 SHAPE = (37, 50)  # odd height, neither side a multiple of STGAN's or SeqDMs' stride
-LEARNED = ("seq2point", "stgan", "seqdm", "seqdm_no_tts")
+LEARNED = ("seq2point", "stgan", "seqdm", "seqdm_no_tts", "uncrtaints")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (37, 50), (101, 100), (64, 64), (2, 3, 5, 7)])

@@ -198,8 +198,8 @@ def test_s1_methods_skip_samples_whose_inputs_lack_s1(synth_root: Path, tmp_path
     check_s1(scan_tree(root, "test"), ("seq2point",))  # patch 0 has S1: not refused
 
 
-LEARNED = ("seq2point", "stgan", "seqdm", "seqdm_no_tts")
-S1_METHODS = "methods that need S1: seq2point, seqdm, seqdm_no_tts, stgan"
+LEARNED = ("seq2point", "stgan", "seqdm", "seqdm_no_tts", "uncrtaints")
+S1_METHODS = "methods that need S1: seq2point, seqdm, seqdm_no_tts, stgan, uncrtaints"
 
 
 def _train_rois_without_s1(synth_root: Path, root: Path, keep_s1: str | None = None) -> Path:

@@ -183,16 +183,18 @@ def parameter_line(method: str, counts: dict[str, int]) -> str:
     return f"crbench train: {method} parameters: {listed}"
 
 
-def check_s1(name: str, data: Path, region: str) -> None:
+def check_s1(name: str, data: Path, region: str, needs: Any = None) -> None:
     """Before the model is built on the data: a method that needs S1 and a tree without S1
     for the train split are refused in one line naming --data and the methods that need S1
-    (the method's ``fit`` refuses too, without the list)."""
+    (the method's ``fit`` refuses too, without the list). ``needs``: the built instance's
+    (a preset may drop S1, e.g. UnCRtainTS' ``use_sar=false``); None: the class's."""
     from ..api import Need
     from ..registry import get_method_class, method_names
     from ..training import check_train_s1
 
     s1_methods = [m for m in method_names() if Need.S1 in get_method_class(m).needs]
-    check_train_s1(name, get_method_class(name).needs, data, region, s1_methods)
+    needs = get_method_class(name).needs if needs is None else needs
+    check_train_s1(name, needs, data, region, s1_methods)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(args)
     check_root(args.data, flag="--data")
     resolve(args.data, args.dataset, "--data", (args.seq_len,))
-    check_s1(args.method, args.data, args.region)
+    check_s1(args.method, args.data, args.region, method.needs)
     if os.environ.get("RANK", "0") == "0":
         print(parameter_line(args.method, method.parameter_counts()), file=sys.stdout,
               flush=True)

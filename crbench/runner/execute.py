@@ -466,9 +466,6 @@ def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.devi
     mr.samples = options.get("samples", 1)
     if mr.samples > 1:
         mr.spread = str(spread_path(cfg.out, mr.method, mr.L, cfg.shard).relative_to(cfg.out))
-    if mr.samples > 1 or get_method_class(mr.method).gives_variance:
-        mr.uncertainty = str(uncertainty_path(cfg.out, mr.method, mr.L, cfg.shard)
-                             .relative_to(cfg.out))
     try:
         method = create_method(mr.method, checkpoint=ckpt, seq_len=mr.L, **options).to(device)
     except UsageError as exc:
@@ -477,6 +474,10 @@ def _create(cfg: RunConfig, mr: MethodRun, ckpt: Path | None, device: torch.devi
         given = " ".join(f"--{'steps' if k == 'sample_steps' else k} {v}"
                          for k, v in options.items())
         raise UsageError(f"method {mr.method!r} with {given}: {exc}") from exc
+    # the instance decides: a checkpoint may lack the class's variance (UnCRtainTS with MSE)
+    if mr.samples > 1 or method.gives_variance:
+        mr.uncertainty = str(uncertainty_path(cfg.out, mr.method, mr.L, cfg.shard)
+                             .relative_to(cfg.out))
     subset = scored_bands(method)
     mr.scored_bands = [S2_BANDS[i] for i in subset] if subset else list(S2_BANDS)
     return method
