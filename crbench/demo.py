@@ -13,11 +13,11 @@ Steps (all through library calls, no subprocesses):
    Seq2point) is trained again for each of them into ``OUT/checkpoints/<method>/L<L>/`` (the
    runner's lookup rule), so every method appears at every L in Table 2;
 4. run least_cloudy, mosaicing and the trained methods at L = 3, 4, 5 on the test split
-   under the strict protocol with ``--save-predictions`` into ``OUT/run``
-   (:func:`crbench.runner.run`);
-5. report: Tables 1-4 (Markdown, with ``--by-coverage``), Figures 3-4 and the coverage
-   figures into
-   ``OUT/run/report``.
+   under the strict protocol with ``--save-predictions`` and 2 draws per input of SeqDMs
+   (``--samples 2``) into ``OUT/run`` (:func:`crbench.runner.run`);
+5. report: Tables 1-4 (Markdown, with ``--by-coverage``), the spread and calibration tables
+   (SeqDMs' draws, UnCRtainTS' predicted variance), Figures 3-4, the coverage figures and the
+   reliability diagram into ``OUT/run/report``.
 
 ``quick`` shrinks everything (4 ROIs, 2 patches, L = 3 only, 2 training steps on 32 px
 crops) for a smoke test. The output directory is reused by a later demo (its ``data``,
@@ -40,20 +40,20 @@ from .errors import CheckpointError, CrbenchError, UsageError
 DEFAULT_OUT = Path("crbench-demo")
 MARKER = ".crbench-demo.json"
 BASELINES: tuple[str, ...] = ("least_cloudy", "mosaicing")
-LEARNED: tuple[str, ...] = ("seq2point", "stgan", "seqdm", "seqdm_no_tts")
+LEARNED: tuple[str, ...] = ("seq2point", "stgan", "seqdm", "seqdm_no_tts", "uncrtaints")
 
 
 TRAIN_STEPS: Mapping[str, int | None] = {"seq2point": 75, "stgan": 300, "seqdm": 350,
-                                         "seqdm_no_tts": 350}
+                                         "seqdm_no_tts": 350, "uncrtaints": 200}
 """Training steps of the full demo: enough for Seq2point and STGAN to fill the cloudy region
 clearly better than least cloudy (issue #16: nrmse_cloudy 0.037 and 0.06 against 0.26 at L = 3,
 strict protocol; Seq2point about 20 s on 2 cores; STGAN 300 steps, about 60 s, because at 100
-its outputs are still checkerboard patterns in Figure 3). SeqDMs trains 350 of its tiny preset's 500
-iterations (batch 4 on 32 px crops; about 100 s for seqdm, 65 s for the ablation), so that the
-whole demo stays near 5 minutes (all 500: 380 s; nrmse_cloudy on the val samples 0.053 at 350
-iterations against 0.049 at 500)."""
+its outputs are still checkerboard patterns in Figure 3; UnCRtainTS 200 steps, about 20 s).
+SeqDMs trains 350 of its tiny preset's 500 iterations (batch 4 on 32 px crops; about 100 s for
+seqdm, 65 s for the ablation), so that the whole demo stays under 5 minutes (263 s on 2 cores;
+nrmse_cloudy on the val samples 0.053 at 350 iterations against 0.049 at 500)."""
 TRAIN_BATCH: Mapping[str, int | None] = {"seq2point": 4, "stgan": 4, "seqdm": None,
-                                         "seqdm_no_tts": None}
+                                         "seqdm_no_tts": None, "uncrtaints": 4}
 """Training batch per method; None: the tiny preset's own (SeqDMs: 4, on its 32 px crops)."""
 
 
@@ -75,6 +75,10 @@ class DemoConfig:
             preset's own crop).
         protocol: the evaluation protocol; "strict" (the target is never an input), so that
             least cloudy cannot copy the target and every method has clouds to fill.
+        samples: draws per input of the stochastic methods (SeqDMs): with 2 or more their
+            spread gives the calibration table and reliability diagram beside UnCRtainTS'
+            predicted variance (the rows hold the mean metric over the draws, Figure 3 the
+            mean image).
         seed: synthesis and training seed.
     """
 
@@ -87,12 +91,13 @@ class DemoConfig:
     batch_size: int = 4
     train_crop: int | None = None
     protocol: str = "strict"
+    samples: int = 2
     seed: int = 0
 
 
 FULL = DemoConfig()
 QUICK = DemoConfig(rois=4, patches=2, seq_lens=(3,), train_steps=dict.fromkeys(LEARNED, 2),
-                   train_crop=32)
+                   train_crop=32, samples=1)
 
 
 @dataclass
@@ -247,7 +252,8 @@ def run_demo(out: Path = DEFAULT_OUT, quick: bool = False, device: str | None = 
                               split="test", protocol=config.protocol, checkpoints=ckpts,
                               out=run_dir,
                               batch_size=config.batch_size, device=device,
-                              save_predictions=True, seed=config.seed, progress=progress))
+                              save_predictions=True, seed=config.seed, progress=progress,
+                              samples=config.samples))
     with _Timer(summary.seconds, "report"):
         report = build_report(run_dir, by_coverage=True, fmt="md", figures=True,
                               progress=progress)

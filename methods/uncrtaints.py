@@ -3,8 +3,9 @@
 Paper: P. Ebel, V. Sainte Fare Garnot, M. Schmitt, J. D. Wegner, X. X. Zhu, "UnCRtainTS:
 Uncertainty Quantification for Cloud Removal in Optical Satellite Time Series", Proceedings of
 the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops (EarthVision),
-2023, doi:10.1109/CVPRW59228.2023.00206. Public code: github.com/PatrickTUM/UnCRtainTS (its
-README's citation gives the CVF open-access address, not the DOI). This module is written for
+2023; preprint doi:10.48550/arXiv.2304.05464 (arXiv:2304.05464; the workshop version's IEEE
+DOI could not be checked offline, and the code's README cites the CVF open-access address).
+Public code: github.com/PatrickTUM/UnCRtainTS. This module is written for
 crbench from the paper and the code's defaults (model/parse_args.py and the README's training
 command); no code is copied.
 

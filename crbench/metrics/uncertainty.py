@@ -13,7 +13,7 @@ variance head such as UnCRtainTS'), per sample and over all 13 bands in [0, 1]:
   maximum of the data at hand, which cannot be pooled over samples. Per bin the count, the
   summed variance and the summed squared error are kept (:func:`calibration_bins`).
 - UCE (uncertainty calibration error, Laves et al. 2020, as used by the UnCRtainTS paper,
-  Ebel et al. 2023, doi:10.1109/CVPRW59228.2023.00206): the bin-size-weighted mean of
+  Ebel et al. 2023, doi:10.48550/arXiv.2304.05464): the bin-size-weighted mean of
   ``|MSE(bin) - mean var(bin)|`` over the bins; AUCE: the unweighted mean over the non-empty
   bins. Both in variance units (reflectance squared); 0 for a perfectly calibrated predictor.
   ``root=True`` compares RMSE with the root mean variance instead, as the UnCRtainTS code

@@ -82,6 +82,8 @@ def reliability_figure(unc: pd.DataFrame, out_dir: Path) -> list[Path]:
     if unc.empty:
         return []
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
     Ls = sorted(int(v) for v in unc["L"].unique())
     fig, axes = plt.subplots(1, len(Ls), figsize=(4.2 * len(Ls), 4), squeeze=False)
     styles = method_styles(list(unc["method"]))
@@ -99,6 +101,10 @@ def reliability_figure(unc: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, label="calibrated")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 x 10^k, plainly labelled
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_minor_locator(NullLocator())
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.set_title(f"L={L}")
         ax.set_xlabel("predicted std (root mean variance per bin)")
         ax.set_ylabel("observed RMSE per bin")
