@@ -443,12 +443,10 @@ class Seq2Point(TrainableMethod):
         A tree without S1 for the train split is refused (UsageError naming ``data_root``)."""
         check_train_s1(self.name, self.needs, data_root, region)
         c = self.config
-        opts = TrainOptions(
-            seq_len=self._seq_len(), batch_size=batch_size or c["batch_size"], steps=steps,
-            epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
-            workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
-            val_every=c["val_every"] or None, s1_db_range=self.s1_db_range,
-            train_sampler=c["train_sampler"])
+        opts = TrainOptions.from_config(
+            c, self._seq_len(), batch_size, self.s1_db_range, steps=steps, device=device,
+            resume=resume, seed=seed, progress=progress, workers=workers, region=region,
+            crop=crop)
         with distributed.session(pick_device(device)):  # one process group for both stages
             if c["pretrain_steps"] > 0:
                 pre = TrainOptions(**{**opts.__dict__, "steps": c["pretrain_steps"],

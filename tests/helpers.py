@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from crbench.api import Inputs
+
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REALDATA = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/realdata")
+"""The shared real data (read in place, never copied): ``../shared/realdata`` beside the
+repository, else the development machines' ``/work/shared/realdata`` (a CI clone elsewhere)."""
 
 
 def random_inputs(b: int = 2, L: int = 3, h: int = 24, w: int = 20, seed: int = 0) -> Inputs:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REALDATA
 
 from crbench.data.dataset import SEN12MSCRTS
 from crbench.data.index import build_index, scan_tree
@@ -25,10 +26,7 @@ from crbench.errors import UsageError
 
 ROI = "ROIs1868/119"  # the synthetic tree's test-split ROI
 KEPT = [2, 5, 6, 11, 17, 23]  # S2 dates left in the partial copy
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "eolearn-slovenia-2015" / \
-    "tree"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/realdata/eolearn-slovenia-2015/tree")
+REAL = REALDATA / "eolearn-slovenia-2015" / "tree"
 
 
 def _partial(synth_root: Path, root: Path, s1: bool) -> Path:

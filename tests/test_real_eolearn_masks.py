@@ -20,15 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from helpers import REALDATA
 
 from crbench.constants import S2CLOUDLESS_KWARGS
 from crbench.data.io import scale_s2
 from crbench.data.masks import CACHE_ENV, MaskCache
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-EOLEARN = SHARED / "realdata" / "eolearn-slovenia-2015"
+EOLEARN = REALDATA / "eolearn-slovenia-2015"
 pytestmark = pytest.mark.skipif(not (EOLEARN / "tree").is_dir(),
                                 reason=f"shared real data {EOLEARN} is absent")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REALDATA
 
 from crbench.cli.main import main
 from crbench.data import cr
@@ -20,9 +21,8 @@ from crbench.data.verify import ProblemKind
 from crbench.data.verify_cr import verify_cr
 from crbench.errors import DatasetNotFoundError, UsageError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata" / \
-    "sen12mscr-ROIs1868-summer-19-p30"
-"""../shared/realdata/... next to the repository: the real S1 and cloudy S2 of one patch."""
+REAL = REALDATA / "sen12mscr-ROIs1868-summer-19-p30"
+"""The real S1 and cloudy S2 of one patch (helpers.REALDATA)."""
 
 
 def test_layout_is_detected(cr_root: Path, synth_root: Path, tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_verify_names_a_patch_without_its_target(cr_root: Path, tmp_path: Path) 
 
 def _real_tree(tmp_path: Path) -> Path:
     if not REAL.is_dir():
-        pytest.skip(f"real SEN12MS-CR files not found: {REAL} is absent (../shared missing)")
+        pytest.skip(f"real SEN12MS-CR files not found: {REAL} is absent (shared data missing)")
     root = tmp_path / "real"
     for mod in ("s1", "s2_cloudy"):
         link = cr.file_path(root, "ROIs1868_summer", mod, 19, 30)

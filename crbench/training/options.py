@@ -126,6 +126,17 @@ class TrainOptions:
     train_sampler: str = "random"
     protocol: str = "toolbox"
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], seq_len: int, batch_size: int | None = None,
+                    s1_db_range: Any = None, **run: Any) -> TrainOptions:
+        """A method's ``fit`` options: batch size (unless given), epochs, validation and
+        training sampler from its preset ``config``, the rest (steps, device, resume, seed,
+        progress, workers, region, crop) from ``run``."""
+        return cls(seq_len=seq_len, batch_size=batch_size or config["batch_size"],
+                   epochs=config["epochs"], val_samples=config["val_samples"],
+                   val_every=config["val_every"] or None, s1_db_range=s1_db_range,
+                   train_sampler=config.get("train_sampler", "random"), **run)
+
 
 def check_train_s1(method: str, needs: Iterable[Any], data_root: Path, region: str = "all",
                    s1_methods: Sequence[str] = ()) -> None:

@@ -540,11 +540,10 @@ class STGAN(TrainableMethod):
                              f"discriminator; expected at least {MIN_CROP}")
         check_train_s1(self.name, self.needs, data_root, region)
         c = self.config
-        opts = TrainOptions(
-            seq_len=c["train_seq_len"], batch_size=batch_size or c["batch_size"], steps=steps,
-            epochs=c["epochs"], device=device, resume=resume, seed=seed, progress=progress,
-            workers=workers, region=region, crop=crop, val_samples=c["val_samples"],
-            val_every=c["val_every"] or None, train_sampler=c["train_sampler"])
+        opts = TrainOptions.from_config(
+            c, c["train_seq_len"], batch_size, self.s1_db_range, steps=steps, device=device,
+            resume=resume, seed=seed, progress=progress, workers=workers, region=region,
+            crop=crop)
         return fit_on_dataset(data_root, out, opts, self.training_parts)
 
 
