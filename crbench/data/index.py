@@ -221,7 +221,8 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
                 min_cov: float = 0.0, max_cov: float = 1.0,
                 protocol: Protocol | str = Protocol.TOOLBOX, cache: MaskCache | None = None,
                 progress: bool = False, workers: int = 1,
-                min_dates: int | None = None) -> pd.DataFrame:
+                min_dates: int | None = None,
+                records: Sequence[PatchRecord] | None = None) -> pd.DataFrame:
     """Index one split with the "fixed" sampler (DESIGN.md).
 
     A patch of a partial tree is indexed with the dates it has (t values kept as in the file
@@ -249,6 +250,8 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
         progress: show a progress bar (stderr) while computing masks.
         workers: processes for computing missing masks.
         min_dates: the fewest dates a patch must have to be indexed; default L + 1.
+        records: the split's :func:`scan_tree` records, when the caller has them already
+            (default: scanned here).
 
     Returns:
         One row per usable patch with the columns :data:`INDEX_COLUMNS`.
@@ -264,7 +267,7 @@ def build_index(root: Path, split: str, L: int, region: str = "all",
     cr = detect_dataset(check_root(root)) == SEN12MSCR
     if cr:
         check_cr_L(L)
-    records = scan_tree(root, split, region)
+    records = list(records) if records is not None else scan_tree(root, split, region)
     records = records if cr else usable_records(records, L, min_dates)
     if cache is None:
         from .masks import MaskCache

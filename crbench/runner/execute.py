@@ -307,7 +307,8 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
     from .. import distributed
     from ..data.index import scan_tree
 
-    check_s1(scan_tree(cfg.data, cfg.split, cfg.region), tuple(cfg.methods))
+    records = scan_tree(cfg.data, cfg.split, cfg.region)  # once: checks, indexes, manifest
+    check_s1(records, tuple(cfg.methods))
     trainable = _check_methods(cfg)
     hashes = _checkpoint_hashes(cfg, trainable)
     device = _device(cfg)
@@ -318,7 +319,7 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
                           progress=cfg.progress and dist.is_main)
         check_run_dir(cfg.out, cfg.identity())
         check_checkpoints(cfg.out, hashes)
-        cache, indexes = _indexes(cfg)  # bad --data fails here, before anything is created
+        cache, indexes = _indexes(cfg, records)  # bad --data fails here, before anything
         distributed.barrier()  # every rank has validated before any rank writes
         summary = RunSummary(run_dir=cfg.out)
         with run_lock(cfg.out, cfg.shard):
@@ -326,7 +327,7 @@ def run(cfg: RunConfig, on_start: Callable[[Path], None] | None = None) -> RunSu
             if on_start is not None:
                 on_start(cfg.out)
             _start_manifest(cfg, device)
-            _run_all(cfg, summary, device, trainable, (cache, indexes), hashes)
+            _run_all(cfg, summary, device, trainable, (cache, indexes, records), hashes)
     return summary
 
 
@@ -358,8 +359,9 @@ def compose_shard(shard: tuple[int, int], rank: int, world_size: int) -> tuple[i
     return (k + n * rank, n * world_size)
 
 
-def _indexes(cfg: RunConfig) -> tuple[Any, dict[int, pd.DataFrame]]:
-    """The mask cache and the split's index at every L (rank 0 fills the cache first)."""
+def _indexes(cfg: RunConfig, records: list) -> tuple[Any, dict[int, pd.DataFrame]]:
+    """The mask cache and the split's index at every L from the split's ``records`` (rank 0
+    fills the cache first)."""
     from .. import distributed
     from ..data.index import build_index
     from ..data.masks import MaskCache
@@ -369,18 +371,18 @@ def _indexes(cfg: RunConfig) -> tuple[Any, dict[int, pd.DataFrame]]:
     indexes = {}
     for L in cfg.seq_lens:
         if main:  # rank 0 fills the mask cache; the others then only read it
-            indexes[L] = _index(cfg, L, cache, build_index)
+            indexes[L] = _index(cfg, L, cache, build_index, records)
         distributed.barrier()
         if L not in indexes:
-            indexes[L] = _index(cfg, L, cache, build_index)
+            indexes[L] = _index(cfg, L, cache, build_index, records)
     return cache, indexes
 
 
 def _run_all(cfg: RunConfig, summary: RunSummary, device: torch.device,
-             trainable: dict[str, bool], data: tuple[Any, dict[int, pd.DataFrame]],
+             trainable: dict[str, bool], data: tuple[Any, dict[int, pd.DataFrame], list],
              hashes: dict[tuple[str, int], str]) -> None:
-    cache, indexes = data
-    dates, no_s1 = partial_dates(cfg)
+    cache, indexes, records = data
+    dates, no_s1 = partial_dates(cfg, records)
     for L in cfg.seq_lens:
         index = indexes[L]
         selected, n_index, n_skipped = select_samples(index, cfg.shard, cfg.limit)
@@ -418,10 +420,11 @@ def _drop_without_s1(selected: pd.DataFrame, name: str, no_s1: set[tuple[str, in
     return selected[keep].reset_index(drop=True), lacking
 
 
-def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., Any]) -> Any:
+def _index(cfg: RunConfig, seq_len: int, cache: Any, build_index: Callable[..., Any],
+           records: list) -> Any:
     return build_index(cfg.data, cfg.split, seq_len, cfg.region, protocol=cfg.protocol,
                        cache=cache, progress=cfg.progress, workers=max(cfg.workers, 1),
-                       min_dates=cfg.min_dates)
+                       min_dates=cfg.min_dates, records=records)
 
 
 def index_digest(index: pd.DataFrame) -> str:
@@ -429,17 +432,19 @@ def index_digest(index: pd.DataFrame) -> str:
     return hashlib.sha256(index.to_csv(index=False).encode()).hexdigest()
 
 
-def partial_dates(cfg: RunConfig) -> tuple[dict[str, str], set[tuple[str, int, int]]]:
+def partial_dates(cfg: RunConfig, records: list | None = None
+                  ) -> tuple[dict[str, str], set[tuple[str, int, int]]]:
     """"<roi> patch <n>" -> "t;t;..." for every patch of the split that lacks a date or an
     S1 image (empty for a complete tree), so the manifest says what a partial run had; and
-    the (roi, patch, t) of every date without its S1 image."""
+    the (roi, patch, t) of every date without its S1 image. ``records``: the split's
+    :func:`~crbench.data.index.scan_tree` records (default: scanned here)."""
     from ..data.cr import SEN12MSCR, detect_dataset
     from ..data.index import scan_tree
 
     out, lacking = {}, set()
     if detect_dataset(cfg.data) == SEN12MSCR:  # one cloudy and one clear image per patch
         return out, lacking
-    for rec in scan_tree(cfg.data, cfg.split, cfg.region):
+    for rec in records if records is not None else scan_tree(cfg.data, cfg.split, cfg.region):
         if len(rec.ts) < N_DATES or not rec.has_s1:
             no_s1 = [t for t, p in zip(rec.ts, rec.s1, strict=True) if p is None]
             lacking |= {(rec.roi, rec.patch, t) for t in no_s1}
