@@ -311,7 +311,7 @@ class UnCRtainTS(TrainableMethod):
         with eval_mode(self.net):
             mean, var = self._forward(inputs.to(self.device))
         dev = inputs.s2.device
-        return mean.to(dev), (var.to(dev) if self.config["loss"] == "nll" else None)
+        return mean.to(dev), (var.to(dev) if self.gives_variance else None)
 
     def predict(self, inputs: Inputs) -> torch.Tensor:
         """(B, 13, H, W) in [0, 1] on the inputs' device, for any L."""
