@@ -40,10 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-convention", default="paper", choices=("paper", "toolbox"),
                    help="cloudy/clear regions of nrmse_cloudy/clear (default paper)")
     p.add_argument("--protocol", default="toolbox", choices=("toolbox", "strict", "parity"),
-                   help="toolbox: the target may be an input, mosaicing fills with the "
-                        "toolbox's value; strict: never, fill 0.5; parity: toolbox plus its "
-                        "blank-as-clear rule and exact mosaicing (default toolbox; README "
-                        "Conventions)")
+                   help="toolbox: the target may be an input; strict: never; parity: "
+                        "toolbox plus its blank-as-clear rule and exact mosaicing (default "
+                        "toolbox; README Conventions)")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="default 8")
     p.add_argument("--workers", type=int, default=0, metavar="W",
                    help="data-loading processes (default 0: in the main process)")

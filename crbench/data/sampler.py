@@ -22,12 +22,13 @@ from ..errors import UsageError, parse_enum
 
 class Protocol(enum.Enum):
     """Evaluation protocol: whether the target may be an input, how blank dates count and
-    which value mosaicing writes where no input is clear (README "Conventions").
+    how mosaicing treats exact zeros (README "Conventions"; mosaicing's fill where no input is
+    clear is the toolbox's 0.1 under every protocol).
 
     Attributes:
-        TOOLBOX: as the SEN12MS-CR-TS toolbox: the target may also be an input; mosaicing
-            fills with the toolbox's value; blank dates stay fully cloudy (crbench's rule).
-        STRICT: the target is never an input; crbench's own mosaicing fill (0.5).
+        TOOLBOX: as the SEN12MS-CR-TS toolbox: the target may also be an input; blank dates
+            stay fully cloudy (crbench's rule).
+        STRICT: the target is never an input.
         PARITY: TOOLBOX plus the toolbox's blank rule (an all-blank S2 image is clear,
             coverage 0.0, as its s2cloudless on zeros gives) and its exact mosaicing, to
             reproduce the toolbox's numbers.
