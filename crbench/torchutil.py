@@ -1,5 +1,5 @@
-"""Device selection, mixed precision, padding to a network's stride and checkpoint files
-shared by all learned methods.
+"""Device selection, mixed precision, padding to a network's stride, the toolbox's weight
+initialisation and checkpoint files shared by all learned methods.
 
 Checkpoint directory layout (one directory per checkpoint):
 ``model.safetensors`` (weights), ``config.json`` (the method's config, checked on load) and,
@@ -254,3 +254,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             yield model
     finally:
         model.train(was)
+
+
+def init_normal(net: torch.nn.Module, gain: float = 0.02) -> torch.nn.Module:
+    """The pix2pix / SEN12MS-CR-TS toolbox's ``init_weights(net, "normal", gain)``: conv and
+    linear weights N(0, gain) with zero biases, batch-norm weights N(1, gain) with zero biases
+    (its Seq2point and STGAN presets); returns ``net``."""
+
+    def init(m: torch.nn.Module) -> None:
+        name = m.__class__.__name__
+        weight = getattr(m, "weight", None)
+        if weight is not None and ("Conv" in name or "Linear" in name):
+            torch.nn.init.normal_(weight, 0.0, gain)
+            if getattr(m, "bias", None) is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif "BatchNorm2d" in name and weight is not None:
+            torch.nn.init.normal_(weight, 1.0, gain)
+            torch.nn.init.zeros_(m.bias)
+
+    with torch.no_grad():
+        net.apply(init)
+    return net

@@ -78,6 +78,7 @@ from crbench.errors import UsageError
 from crbench.torchutil import (
     autocast,
     eval_mode,
+    init_normal,
     load_checkpoint,
     load_weights,
     pick_device,
@@ -235,15 +236,6 @@ def l1_loss(pred: torch.Tensor, target01: torch.Tensor, config: dict[str, Any],
     else:
         target = to_network_range(target01)
     return F.l1_loss(pred, target) * config["lambda_l1"]
-
-
-def init_normal(net: nn.Module, gain: float = 0.02) -> None:
-    """The toolbox's ``init_weights(net, "normal", 0.02)``: conv weights N(0, gain), biases 0."""
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-            nn.init.normal_(module.weight, 0.0, gain)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
 
 # ----------------------------------------------------------------------------- method

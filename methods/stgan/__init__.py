@@ -107,6 +107,7 @@ from crbench.torchutil import (
     check_config,
     crop_to,
     eval_mode,
+    init_normal,
     load_checkpoint,
     load_weights,
     pad_to_multiple,
@@ -130,7 +131,6 @@ from .toolbox import (
     TRUNK_DOWNSAMPLINGS,
     ToolboxDiscriminator,
     ToolboxGenerator,
-    init_normal,
 )
 
 

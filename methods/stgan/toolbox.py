@@ -138,22 +138,3 @@ class ToolboxDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-
-def init_normal(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """The toolbox's ``init_weights(net, "normal", gain)``; returns ``net``."""
-
-    def init(m: nn.Module) -> None:
-        name = m.__class__.__name__
-        weight = getattr(m, "weight", None)
-        if weight is not None and ("Conv" in name or "Linear" in name):
-            nn.init.normal_(weight, 0.0, gain)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif "BatchNorm2d" in name and weight is not None:
-            nn.init.normal_(weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-
-    with torch.no_grad():
-        net.apply(init)
-    return net
