@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=enum.Enum)
@@ -49,3 +50,13 @@ def parse_enum(cls: type[E], value: Any, name: str) -> E:
     except ValueError:
         allowed = ", ".join(str(m.value) for m in cls)
         raise UsageError(f"{name}: unknown value {value!r}; expected one of {allowed}") from None
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    """A setting that must be one of ``allowed`` (e.g. a preset's ``norm``).
+
+    Raises:
+        UsageError: naming ``name``, the bad value and the allowed values.
+    """
+    if value not in allowed:
+        raise UsageError(f"{name}: unknown value {value!r}; expected one of {', '.join(allowed)}")

@@ -74,7 +74,7 @@ from torch import nn
 from crbench import distributed
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
-from crbench.errors import UsageError
+from crbench.errors import UsageError, check_choice
 from crbench.torchutil import (
     autocast,
     eval_mode,
@@ -289,9 +289,7 @@ class Seq2Point(TrainableMethod):
             raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
         self.config = resolve_config(self.presets, preset, overrides, self.name)
         for key, allowed in _CHOICES.items():
-            if self.config[key] not in allowed:
-                raise UsageError(f"{key}: unknown value {self.config[key]!r}; expected one of "
-                                 f"{', '.join(allowed)}")
+            check_choice(key, self.config[key], allowed)
         self.config["seq_len"] = seq_len
         if self.config["scaling"] == "toolbox":  # VH kept down to -32.5 dB (api docstring)
             self.s1_db_range = TOOLBOX_S1_DB_RANGE

@@ -67,7 +67,7 @@ from torch import nn
 
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS
-from crbench.errors import UsageError
+from crbench.errors import UsageError, check_choice
 from crbench.torchutil import (
     autocast,
     eval_mode,
@@ -251,9 +251,7 @@ class UnCRtainTS(TrainableMethod):
 
     def _check_config(self) -> None:
         c = self.config
-        if c["loss"] not in _LOSSES:
-            raise UsageError(f"loss: unknown value {c['loss']!r}; expected one of "
-                             f"{', '.join(_LOSSES)}")
+        check_choice("loss", c["loss"], _LOSSES)
         for key in ("width", "n_head", "d_model", "d_k", "att_size", "decoder_blocks"):
             if c[key] < 1:
                 raise UsageError(f"{key}: bad value {c[key]!r}; expected an integer >= 1")

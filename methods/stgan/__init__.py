@@ -101,7 +101,7 @@ from torch import nn
 
 from crbench.api import Batch, Inputs, Need, TrainableMethod
 from crbench.constants import N_S1_BANDS, N_S2_BANDS, RGBN_IDX, S2_BANDS
-from crbench.errors import CheckpointError, UsageError
+from crbench.errors import CheckpointError, UsageError, check_choice
 from crbench.torchutil import (
     autocast,
     check_config,
@@ -352,10 +352,10 @@ class STGAN(TrainableMethod):
         if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
             raise UsageError(f"seq_len: bad value {seq_len!r}; expected an integer >= 1")
         cfg = resolve_config(self.presets, preset, overrides, self.name)
-        _choice("bands", cfg["bands"], [b.value for b in Bands])
-        _choice("generator", cfg["generator"], [g.value for g in Generator])
-        _choice("norm", cfg["norm"], list(_NORMS))
-        _choice("init", cfg["init"], list(_INITS))
+        check_choice("bands", cfg["bands"], [b.value for b in Bands])
+        check_choice("generator", cfg["generator"], [g.value for g in Generator])
+        check_choice("norm", cfg["norm"], list(_NORMS))
+        check_choice("init", cfg["init"], list(_INITS))
         _check_toolbox(cfg, seq_len)
         cfg["train_seq_len"] = 3 if seq_len is None else seq_len
         self.config = cfg
@@ -565,8 +565,3 @@ def _check_toolbox(cfg: dict[str, Any], seq_len: int | None) -> None:
 
 def _count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-def _choice(key: str, value: Any, allowed: list[str]) -> None:
-    if value not in allowed:
-        raise UsageError(f"{key}: unknown value {value!r}; expected one of {', '.join(allowed)}")
