@@ -43,15 +43,16 @@ BASELINES: tuple[str, ...] = ("least_cloudy", "mosaicing")
 LEARNED: tuple[str, ...] = ("seq2point", "stgan", "seqdm", "seqdm_no_tts", "uncrtaints")
 
 
-TRAIN_STEPS: Mapping[str, int | None] = {"seq2point": 75, "stgan": 300, "seqdm": 350,
-                                         "seqdm_no_tts": 350, "uncrtaints": 200}
+TRAIN_STEPS: Mapping[str, int | None] = {"seq2point": 75, "stgan": 300, "seqdm": 500,
+                                         "seqdm_no_tts": 500, "uncrtaints": 200}
 """Training steps of the full demo: enough for Seq2point and STGAN to fill the cloudy region
 clearly better than least cloudy (issue #16: nrmse_cloudy 0.037 and 0.06 against 0.26 at L = 3,
 strict protocol; Seq2point about 20 s on 2 cores; STGAN 300 steps, about 60 s, because at 100
 its outputs are still checkerboard patterns in Figure 3; UnCRtainTS 200 steps, about 20 s).
-SeqDMs trains 350 of its tiny preset's 500 iterations (batch 4 on 32 px crops; about 100 s for
-seqdm, 65 s for the ablation), so that the whole demo stays under 5 minutes (263 s on 2 cores;
-nrmse_cloudy on the val samples 0.053 at 350 iterations against 0.049 at 500)."""
+SeqDMs trains its tiny preset's 500 iterations (batch 4 on 32 px crops, no attention layers;
+about 75 s for seqdm, 50 s for the ablation), and the whole demo stays under 5 minutes (255 s on
+2 cores; nrmse_cloudy at L = 3: seqdm 0.071, seqdm_no_tts 0.063, least cloudy 0.26, mosaicing
+0.094)."""
 TRAIN_BATCH: Mapping[str, int | None] = {"seq2point": 4, "stgan": 4, "seqdm": None,
                                          "seqdm_no_tts": None, "uncrtaints": 4}
 """Training batch per method; None: the tiny preset's own (SeqDMs: 4, on its 32 px crops)."""

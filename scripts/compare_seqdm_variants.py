@@ -13,7 +13,10 @@ least cloudy and mosaicing are scored on the same samples. Variants:
 - ``shared``: the known region noised with eps_hat (``shared_noise=true``), loss everywhere;
 - ``shared+unknown``: both;
 - ``fuse-then-noise``: ``unknown`` with the clean dates averaged before diffusing;
-- ``no-tts``: Eq. 27 only (Table 4's ablation).
+- ``no-tts``: Eq. 27 only (Table 4's ablation);
+- ``previous-tiny``: ``unknown`` with the tiny preset's earlier network and condition (S1
+  diffused as in MmDM, attention at 32 px);
+- ``x0``: ``unknown`` with the network estimating x0 instead of the noise.
 
 Usage::
 
@@ -41,6 +44,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "shared+unknown": {"seq_loss_region": "unknown", "shared_noise": True},
     "fuse-then-noise": {"seq_loss_region": "unknown", "fusion": "fuse-then-noise"},
     "no-tts": {"temporal_training": False},
+    "previous-tiny": {"aux_condition": "diffused", "attention_resolutions": [32]},
+    "x0": {"prediction": "x0"},
 }
 BASELINES = ("least_cloudy", "mosaicing")
 COLUMNS = ("psnr", "ssim", "nrmse_cloudy", "nrmse_clear", "nrmse_all")

@@ -28,8 +28,8 @@ UNTRAINED_MARGIN = 0.8
 STEPS = {"seq2point": 75, "stgan": 100, "seqdm": 200, "seqdm_no_tts": 200, "uncrtaints": 100}
 """Training steps per method (measured, 32 px crops, batch 4: seq2point 0.057 and stgan 0.095
 against least cloudy's 0.26 in about 8 s and 11 s on one core; SeqDMs with its tiny preset
-(lr 4e-3) and 25 sampling steps after 200 of its 500 iterations: seqdm 0.080 and
-seqdm_no_tts 0.082 against its untrained 0.156, about 70 s and 40 s on 2 cores; uncrtaints
+(lr 4e-3) and 25 sampling steps after 200 of its 500 iterations: seqdm 0.075 and
+seqdm_no_tts 0.077 against its untrained 0.155, under a minute each on one core; uncrtaints
 (tiny, NLL, lr 1e-2) 0.080 in about 12-23 s on one core, 0.47 with lr = 0)."""
 L = 3
 

@@ -13,6 +13,7 @@ from crbench.errors import UsageError
 from crbench_methods.seqdm.diffusion import (
     BetaSchedule,
     GaussianDiffusion,
+    Prediction,
     discretized_gaussian_log_likelihood,
     make_betas,
     space_timesteps,
@@ -153,3 +154,26 @@ def test_reverse_step_adds_no_noise_at_t0() -> None:
     t = torch.tensor([10, 10])
     assert not torch.equal(d.p_sample(out, x, t, torch.randn(2, 3, 4, 4))["sample"],
                            d.p_sample(out, x, t, torch.randn(2, 3, 4, 4))["sample"])
+
+
+def test_x0_prediction_reads_the_head_as_x0_and_regresses_onto_x0() -> None:
+    """Prediction.X0: the first output half is x0 itself; the implied noise reproduces x_t
+    with q_sample, the loss is the x0 MSE, and respacing keeps the parameterisation."""
+    d = GaussianDiffusion.from_schedule("linear", 1000, prediction=Prediction.X0).respaced(10)
+    assert d.prediction is Prediction.X0
+    g = torch.Generator().manual_seed(1)
+    t = torch.tensor([0, 4, 9])
+    x0 = torch.rand(3, 13, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(3, 13, 4, 4, generator=g)
+    x_t = d.q_sample(x0, t, noise)
+    head = x0 + 0.1 * torch.randn(3, 13, 4, 4, generator=g)
+    out = d.p_mean_variance(torch.cat([head, torch.zeros_like(head)], 1), x_t, t, clip=False)
+    torch.testing.assert_close(out["pred_x0"], head)
+    torch.testing.assert_close(d.q_sample(head, t, out["eps"]), x_t, atol=1e-4, rtol=1e-4)
+    eps_d = GaussianDiffusion.from_schedule("linear", 1000).respaced(10)
+    same = eps_d.p_mean_variance(torch.cat([out["eps"], torch.zeros_like(head)], 1), x_t, t,
+                                 clip=False)
+    torch.testing.assert_close(same["mean"], out["mean"], atol=1e-4, rtol=1e-4)
+    losses = d.training_losses(lambda x, tm: torch.cat([head, torch.zeros_like(head)], 1),
+                               x0, t, noise)
+    torch.testing.assert_close(losses.mse, ((head - x0) ** 2).mean(dim=(1, 2, 3)))

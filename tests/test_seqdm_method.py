@@ -198,6 +198,8 @@ def test_bad_options_are_named() -> None:
         SeqDM(preset="tiny", fusion="average")
     with pytest.raises(UsageError, match="bogus"):
         SeqDM(preset="tiny", bogus=1)
+    with pytest.raises(UsageError, match=r"prediction: got 'v', expected one of eps, x0"):
+        SeqDM(preset="tiny", prediction="v")
     with pytest.raises(UsageError, match="sample_steps"):
         SeqDM(preset="tiny", sample_steps=2000)
     bad = _inputs(b=1)

@@ -58,10 +58,16 @@ reading except where it measurably fails; README "SeqDMs" has the measured compa
   injects more noise than the next step removes. ``"posterior"`` (the ``tiny`` preset) uses the
   posterior variance; on the demo's tree it turns a per-pixel-noise fill into a smooth one.
 - The S1 condition (config ``aux_condition``). MmDM diffuses S1 to the same step as X_t
-  (``"diffused"``, the paper, every preset), so near pure noise the network sees almost
-  nothing of S1. ``"clean"`` hands it the clean S1 (averaged over the L dates at inference),
-  as conditional diffusion models usually do; on the demo's tree after 300 tiny iterations it
-  scores nrmse_cloudy 0.070 against 0.079 (README "SeqDMs").
+  (``"diffused"``, the paper; the ``full`` and ``paper`` presets), so near pure noise the
+  network sees almost nothing of S1. ``"clean"`` (the ``tiny`` preset) hands it the clean S1
+  (averaged over the L dates at inference), as conditional diffusion models usually do; on
+  the demo's tree after 350 tiny iterations it scores nrmse_cloudy 0.063 against 0.070
+  (README "SeqDMs").
+- What the network estimates (config ``prediction``): the noise (``"eps"``, the paper) or the
+  clean image (``"x0"``). The noise loss weighs a step by its signal-to-noise ratio, so the
+  high-noise steps, where S1 must set the layout of a region no date sees, barely count; an
+  x0 model fills such a region smoothly along the S1 layout, but on the demo's tree its
+  scores vary widely with the initial weights, so ``"eps"`` is every preset's.
 - Eq. 27's S1 image A_0 is the target date's own S1 (SEN12MS-CR-TS has S1 for every date;
   the dataset reads it only for training, with ``target_s1=True``).
 - Hybrid loss: L_vlb = T * E_t[L_t] (bits/dim), so lambda * L_vlb = lambda * T * L_t, i.e.
@@ -70,7 +76,9 @@ reading except where it measurably fails; README "SeqDMs" has the measured compa
   train split); ``full`` the same network with batch 4 for 300k iterations (our choice for
   multi-GPU runs; the paper states no iteration count); ``tiny`` a CPU configuration for tests
   and the demo (500 iterations of batch 4 on 32 px crops: on 2 cores that learns more per
-  second than whole 64 px patches, although fewer crops hold a region no date sees). The EMA
+  second than whole 64 px patches, although fewer crops hold a region no date sees; clean S1
+  condition; no attention layers: with them the demo's tree scored worse and a network pass
+  cost a third more). The EMA
   warms up (``ema_warmup``: decay min(ema_decay, (1 + n) / (10 + n)) after n steps). The t = 0
   decoder uses ADM's 8-bit bin width (1/255 in [-1, 1]).
 
@@ -106,7 +114,7 @@ from crbench.torchutil import (
     save_checkpoint,
 )
 
-from .diffusion import BetaSchedule, ClipRange, GaussianDiffusion, SampleVariance
+from .diffusion import BetaSchedule, ClipRange, GaussianDiffusion, Prediction, SampleVariance
 from .network import NET_KEYS, MmDMNet
 from .seqtis import AuxCondition, Fusion, LossRegion, RowDraws, UnknownState
 from .seqtis import sample as seqtis_sample
@@ -122,6 +130,7 @@ _COMMON: dict[str, Any] = {
     "fusion_offset": 1e-8, "temporal_training": True, "train_L": 3, "lr": 1e-4,
     "weight_decay": 0.0, "grad_clip": 1.0, "samples": 1, "sample_seed": 0,
     "sample_batch_size": 0, "progress": True, "init_seed": 0, "crop": None,
+    "prediction": Prediction.EPS.value,
 }
 _FULL: dict[str, Any] = {
     **_COMMON, "image_size": 256, "base_channels": 128, "channel_mult": [1, 1, 2, 2, 4, 4],
@@ -133,11 +142,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": _FULL,
     # the paper's recipe (Section 4.4): the full network, batch 1, 10 epochs of the train split
     "paper": {**_FULL, "batch_size": 1, "train_steps": None, "epochs": 10},
-    # CPU tests and the demo: learns the demo's 64 x 64 tree in about two minutes on 2 cores
+    # CPU tests and the demo: learns the demo's 64 x 64 tree in about 90 s on 2 cores
     # (500 iterations of batch 4 on 32 px crops at lr 4e-3; README "SeqDMs" has the
-    # measurements: per second of training, crops beat whole patches)
+    # measurements: per second of training, crops beat whole patches; clean S1 and no
+    # attention score better than the paper's diffused S1 with attention, and are faster)
     "tiny": {**_COMMON, "image_size": 64, "base_channels": 32, "channel_mult": [1, 2],
-             "num_res_blocks": 1, "attention_resolutions": [32], "num_heads": 4,
+             "num_res_blocks": 1, "attention_resolutions": [], "num_heads": 4,
+             "aux_condition": AuxCondition.CLEAN.value,
              "sample_steps": 25, "ema_decay": 0.99, "batch_size": 4, "train_steps": 500,
              "lr": 4e-3, "crop": 32, "ckpt_every": 50, "val_batches": 1,
              "sample_variance": SampleVariance.POSTERIOR.value,
@@ -145,7 +156,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 RUNTIME_KEYS = frozenset({"sample_steps", "samples", "sample_seed", "sample_batch_size",
                           "progress", "sample_variance", "clip_range"})
-_ARCH_KEYS = (*NET_KEYS, "noise_schedule", "diffusion_steps", "aux_condition")
+_ARCH_KEYS = (*NET_KEYS, "noise_schedule", "diffusion_steps", "aux_condition", "prediction")
 _META_KEYS = ("method", "preset", "train_seed")
 
 
@@ -154,7 +165,7 @@ def _check_config(cfg: dict[str, Any]) -> None:
     for key, enum_type in (("fusion", Fusion), ("noise_schedule", BetaSchedule),
                            ("seq_loss_region", LossRegion), ("seq_unknown", UnknownState),
                            ("clip_range", ClipRange), ("sample_variance", SampleVariance),
-                           ("aux_condition", AuxCondition)):
+                           ("aux_condition", AuxCondition), ("prediction", Prediction)):
         try:
             enum_type(cfg[key])
         except ValueError:
@@ -233,7 +244,7 @@ class SeqDM(TrainableMethod):
             clip_denoised=cfg["clip_denoised"],
             clip_bounds=(tuple(cfg["band_range"]) if cfg["clip_range"] == ClipRange.DATA.value
                          and cfg["band_range"] is not None else None),
-            sample_variance=cfg["sample_variance"])
+            sample_variance=cfg["sample_variance"], prediction=cfg["prediction"])
         self._spaced: dict[int, GaussianDiffusion] = {}
 
     def set_band_range(self, low: list[float], high: list[float]) -> None:
@@ -270,6 +281,7 @@ class SeqDM(TrainableMethod):
         options = {k: v for k, v in cfg.items() if k not in ("method", "preset")}
         options.setdefault("clip_range", ClipRange.FULL.value)  # written before they existed
         options.setdefault("aux_condition", AuxCondition.DIFFUSED.value)
+        options.setdefault("prediction", Prediction.EPS.value)
         preset = cfg.get("preset", "full")
         if preset not in cls.presets:
             raise CheckpointError(f"checkpoint: {path} names unknown preset {preset!r}")

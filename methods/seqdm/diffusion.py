@@ -108,6 +108,21 @@ class ClipRange(enum.Enum):
     DATA = "data"
 
 
+class Prediction(enum.Enum):
+    """What the first half of the network's output estimates (its parameterisation).
+
+    EPS: the noise epsilon of x_t (DDPM, improved DDPM and the paper); L_simple is the noise
+        MSE, which in x0 units weighs a step by its signal-to-noise ratio abar / (1 - abar),
+        so the high-noise steps, where the layout of a region no date sees must come from S1,
+        carry almost no weight.
+    X0: the clean image x_0 itself (DDPM's other parameterisation, Ho et al. 2020 Sec. 3.2);
+        L_simple is the x0 MSE, the same weight at every step.
+    """
+
+    EPS = "eps"
+    X0 = "x0"
+
+
 class SampleVariance(enum.Enum):
     """The variance of each reverse step while sampling.
 
@@ -144,12 +159,14 @@ class GaussianDiffusion:
         clip_bounds: per-channel (low, high) in data units ([-1, 1]) that ``clip_denoised``
             clips the x0 estimate to; None: [-1, 1].
         sample_variance: the variance of a reverse step (:class:`SampleVariance`).
+        prediction: what the network estimates (:class:`Prediction`).
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None,
                  lambda_vlb: float = 0.001, clip_denoised: bool = True,
                  clip_bounds: tuple[list[float], list[float]] | None = None,
-                 sample_variance: SampleVariance | str = SampleVariance.LEARNED) -> None:
+                 sample_variance: SampleVariance | str = SampleVariance.LEARNED,
+                 prediction: Prediction | str = Prediction.EPS) -> None:
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or not ((b > 0) & (b <= 1)).all():
             raise UsageError("betas: expected a 1-D array with values in (0, 1]")
@@ -159,6 +176,7 @@ class GaussianDiffusion:
         self.lambda_vlb = float(lambda_vlb)
         self.clip_denoised = clip_denoised
         self.sample_variance = SampleVariance(sample_variance)
+        self.prediction = Prediction(prediction)
         self.clip_bounds = None if clip_bounds is None else (
             [float(v) for v in clip_bounds[0]], [float(v) for v in clip_bounds[1]])
         alphas = 1.0 - b
@@ -195,7 +213,7 @@ class GaussianDiffusion:
                 last = abar
                 tmap.append(self.timestep_map[i])
         return GaussianDiffusion(np.array(betas), tmap, self.lambda_vlb, self.clip_denoised,
-                                 self.clip_bounds, self.sample_variance)
+                                 self.clip_bounds, self.sample_variance, self.prediction)
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` clipped to the data range: ``clip_bounds`` per channel, else [-1, 1]."""
@@ -246,19 +264,29 @@ class GaussianDiffusion:
         return (self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
                 - self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The noise implied by x_t and the estimate ``x0``."""
+        return ((self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0)
+                / self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
+
     # ---- reverse process -----------------------------------------------------------------
     def p_mean_variance(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                         clip: bool | None = None) -> dict[str, torch.Tensor]:
         """Mean, log-variance and x_0 estimate of p(x_{t-1} | x_t) from the network output.
 
         ``clip`` (default: ``clip_denoised``) clips the x_0 estimate to [-1, 1]; sampling
-        clips, the training VLB does not (improved-diffusion trains its VLB unclipped)."""
-        eps, v = model_out.float().chunk(2, dim=1)
+        clips, the training VLB does not (improved-diffusion trains its VLB unclipped). ``eps``
+        is the noise estimate before any clipping (under ``Prediction.X0`` the one implied by
+        the unclipped x_0 estimate)."""
+        head, v = model_out.float().chunk(2, dim=1)
         min_log = self._gather(self.posterior_log_variance_clipped, t, x_t)
         max_log = self._gather(self.log_betas, t, x_t)
         frac = (v + 1.0) / 2.0
         log_var = frac * max_log + (1.0 - frac) * min_log
-        x0 = self.predict_x0(x_t, t, eps)
+        if self.prediction is Prediction.EPS:
+            eps, x0 = head, self.predict_x0(x_t, t, head)
+        else:
+            eps, x0 = self.predict_eps(x_t, t, head), head
         if self.clip_denoised if clip is None else clip:
             x0 = self._clip(x0)
         mean, _, _ = self.q_posterior(x0, x_t, t)
@@ -297,16 +325,18 @@ class GaussianDiffusion:
 
         L_vlb = T * E_t[L_t]; its gradient reaches only the variance (the predicted mean is
         detached), as in improved DDPM. ``x_t`` overrides ``q_sample(x0, t, noise)`` (SeqTIS
-        trains on fused states); the regression target is always ``noise``. ``weight``
+        trains on fused states); the regression target is ``noise`` (``Prediction.X0``:
+        ``x0``). ``weight``
         ((B, 1, H, W), broadcast over channels) restricts both terms to a region: each is the
         weighted mean over the pixels, 0 for an element with no weight.
         """
         if x_t is None:
             x_t = self.q_sample(x0, t, noise)
         out = model(x_t, self.model_timesteps(t)).float()
-        eps, v = out.chunk(2, dim=1)
-        mse = _mean_flat((noise - eps) ** 2, weight)
-        vb = self.vb_terms(torch.cat([eps.detach(), v], dim=1), x0, x_t, t, weight)
+        head, v = out.chunk(2, dim=1)
+        target = noise if self.prediction is Prediction.EPS else x0
+        mse = _mean_flat((target - head) ** 2, weight)
+        vb = self.vb_terms(torch.cat([head.detach(), v], dim=1), x0, x_t, t, weight)
         vb = vb * (self.lambda_vlb * self.num_timesteps)
         return Losses(loss=mse + vb, mse=mse, vb=vb)
 

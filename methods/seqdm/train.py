@@ -276,8 +276,9 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
     """Eq. 27 noise-prediction MSE of the (EMA) network on the clear targets of ``batch`` at
     the centre step of each of ``n_buckets`` equal ranges of t, with a fixed noise draw
     (columns ``val_eps_q1`` for the quarter nearest the data ... ``val_eps_q4`` nearest pure
-    noise). The noise is hardest to tell at small t; a model that shrinks its estimate (the
-    failure of the literal Eq. 28, see the package docstring) shows a high ``val_eps_q4``."""
+    noise; under ``prediction="x0"`` the noise its x0 estimate implies). The noise is hardest
+    to tell at small t; a model that shrinks its estimate (the failure of the literal Eq. 28,
+    see the package docstring) shows a high ``val_eps_q4``."""
     b = prepare_batch(batch, method.device)
     diff, total = method.diffusion, method.diffusion.num_timesteps
     gen = torch.Generator(method.device).manual_seed(0)
@@ -289,8 +290,10 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
         a_t = aux_state(diff, b.a0, t, torch.randn(b.a0.shape, generator=gen,
                                                    device=method.device),
                         AuxCondition(method.config["aux_condition"]))
-        eps = method._net_fn(diff.q_sample(b.x0, t, noise), a_t, diff.model_timesteps(t))
-        out[f"val_eps_q{k + 1}"] = float(((eps[:, :noise.shape[1]] - noise) ** 2).mean())
+        x_t = diff.q_sample(b.x0, t, noise)
+        net_out = method._net_fn(x_t, a_t, diff.model_timesteps(t))
+        eps = diff.p_mean_variance(net_out, x_t, t, clip=False)["eps"]
+        out[f"val_eps_q{k + 1}"] = float(((eps - noise) ** 2).mean())
     return out
 
 
