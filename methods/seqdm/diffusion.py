@@ -326,9 +326,8 @@ class GaussianDiffusion:
         L_vlb = T * E_t[L_t]; its gradient reaches only the variance (the predicted mean is
         detached), as in improved DDPM. ``x_t`` overrides ``q_sample(x0, t, noise)`` (SeqTIS
         trains on fused states); the regression target is ``noise`` (``Prediction.X0``:
-        ``x0``). ``weight``
-        ((B, 1, H, W), broadcast over channels) restricts both terms to a region: each is the
-        weighted mean over the pixels, 0 for an element with no weight.
+        ``x0``). ``weight`` ((B, 1, H, W), broadcast over channels) restricts both terms to a
+        region: each is the weighted mean over the pixels, 0 for an element with no weight.
         """
         if x_t is None:
             x_t = self.q_sample(x0, t, noise)
