@@ -14,9 +14,11 @@ least cloudy and mosaicing are scored on the same samples. Variants:
 - ``shared+unknown``: both;
 - ``fuse-then-noise``: ``unknown`` with the clean dates averaged before diffusing;
 - ``no-tts``: Eq. 27 only (Table 4's ablation);
-- ``previous-tiny``: ``unknown`` with the tiny preset's earlier network and condition (S1
-  diffused as in MmDM, attention at 32 px);
-- ``x0``: ``unknown`` with the network estimating x0 instead of the noise.
+- ``previous-tiny``: ``unknown`` with the tiny preset's earlier network, condition and
+  parameterisation (S1 diffused as in MmDM, attention at 32 px, the noise estimated);
+- ``eps``: ``unknown`` with the network estimating the noise (the paper) instead of the
+  EDM-preconditioned output of the tiny preset;
+- ``x0``: ``unknown`` with the network estimating x0 itself.
 
 Usage::
 
@@ -44,7 +46,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "shared+unknown": {"seq_loss_region": "unknown", "shared_noise": True},
     "fuse-then-noise": {"seq_loss_region": "unknown", "fusion": "fuse-then-noise"},
     "no-tts": {"temporal_training": False},
-    "previous-tiny": {"aux_condition": "diffused", "attention_resolutions": [32]},
+    "previous-tiny": {"aux_condition": "diffused", "attention_resolutions": [32],
+                      "prediction": "eps"},
+    "eps": {"prediction": "eps"},
     "x0": {"prediction": "x0"},
 }
 BASELINES = ("least_cloudy", "mosaicing")

@@ -156,6 +156,36 @@ def test_reverse_step_adds_no_noise_at_t0() -> None:
                            d.p_sample(out, x, t, torch.randn(2, 3, 4, 4))["sample"])
 
 
+def test_edm_preconditioning_targets_unit_variance_and_inverts_exactly() -> None:
+    """Prediction.EDM: for data of mean mu and std s the regression target F has unit
+    variance at every step (the point of the preconditioning); the x0 read from the target
+    is x0 exactly; the estimate skips x_t at low noise (eps-like) and ignores it at high
+    noise (x0-like); the loss is the MSE of F; respacing keeps mu and s."""
+    mu = [-0.8 + 0.02 * k for k in range(13)]
+    d = GaussianDiffusion.from_schedule("linear", 1000, prediction=Prediction.EDM,
+                                        data_mean=mu, precond_sigma=0.1)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.tensor(mu).reshape(1, -1, 1, 1) + 0.1 * torch.randn(6, 13, 32, 32, generator=g)
+    noise = torch.randn(6, 13, 32, 32, generator=g)
+    t = torch.tensor([0, 20, 100, 300, 600, 999])
+    x_t = d.q_sample(x0, t, noise)
+    target = d.regression_target(x0, x_t, t, noise)
+    np.testing.assert_allclose(target.std(dim=(1, 2, 3)).numpy(), 1.0, atol=0.03)
+    back, eps = d.x0_from_head(target, x_t, t)
+    torch.testing.assert_close(back, x0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps, noise, atol=2e-3, rtol=2e-3)
+    # the part of x_t the estimate keeps: almost all at t = 0, almost none at t = 999
+    zero = torch.zeros_like(target)
+    keep = (d.x0_from_head(zero, x_t + 1.0, t)[0] - d.x0_from_head(zero, x_t, t)[0])
+    assert keep[0].mean() > 0.98 and keep[-1].mean() < 0.01
+    losses = d.training_losses(lambda x, tm: torch.cat([target + 0.5, zero], 1), x0, t, noise)
+    torch.testing.assert_close(losses.mse, torch.full((6,), 0.25), atol=1e-5, rtol=1e-5)
+    r = d.respaced(10)
+    assert (r.prediction, r.data_mean, r.precond_sigma) == (Prediction.EDM, d.data_mean, 0.1)
+    with pytest.raises(UsageError, match=r"precond_sigma: got 0\.0, expected a number > 0"):
+        GaussianDiffusion.from_schedule("linear", 100, precond_sigma=0.0)
+
+
 def test_x0_prediction_reads_the_head_as_x0_and_regresses_onto_x0() -> None:
     """Prediction.X0: the first output half is x0 itself; the implied noise reproduces x_t
     with q_sample, the loss is the x0 MSE, and respacing keeps the parameterisation."""

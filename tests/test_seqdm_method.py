@@ -198,8 +198,11 @@ def test_bad_options_are_named() -> None:
         SeqDM(preset="tiny", fusion="average")
     with pytest.raises(UsageError, match="bogus"):
         SeqDM(preset="tiny", bogus=1)
-    with pytest.raises(UsageError, match=r"prediction: got 'v', expected one of eps, x0"):
+    with pytest.raises(UsageError, match=r"prediction: unknown value 'v'; expected one of eps, "
+                       r"x0, edm"):
         SeqDM(preset="tiny", prediction="v")
+    with pytest.raises(UsageError, match=r"precond_sigma: got -0\.1, expected a number > 0"):
+        SeqDM(preset="tiny", precond_sigma=-0.1)
     with pytest.raises(UsageError, match="sample_steps"):
         SeqDM(preset="tiny", sample_steps=2000)
     bad = _inputs(b=1)

@@ -17,7 +17,7 @@ from crbench.api import Inputs, collate
 from crbench.data.dataset import SEN12MSCRTS
 from crbench.data.io import read_s1, scale_s1
 from crbench_methods.seqdm import PRESETS, SeqDM
-from crbench_methods.seqdm.diffusion import GaussianDiffusion
+from crbench_methods.seqdm.diffusion import GaussianDiffusion, Prediction
 from crbench_methods.seqdm.seqtis import (
     Fusion,
     LossRegion,
@@ -236,12 +236,23 @@ def test_fit_sets_the_range_from_the_train_split_and_loads_old_checkpoints(
     m = SeqDM(preset="tiny", val_batches=0)
     m.fit(synth_root, tmp_path / "a", steps=1, crop=16, progress=False)
     ds = SEN12MSCRTS(synth_root, split="train", L=3, sampler="random", seed=0, crop=16)
-    x = torch.stack([ds[i].target for i in range(min(64, len(ds)))]) * 2 - 1
+    assert len(ds) < 64  # so the statistics take 64 draws over several epochs
+    draws = []
+    for k in range(64):
+        ds.set_epoch(k // len(ds))
+        draws.append(ds[k % len(ds)].target)
+    x = torch.stack(draws) * 2 - 1
+    first = torch.stack([draws[i] for i in range(len(ds))]) * 2 - 1
+    assert (x.mean(dim=(0, 2, 3)) - first.mean(dim=(0, 2, 3))).abs().max() > 1e-3
     low = (x.amin(dim=(0, 2, 3)) - 0.05).clamp(min=-1)
     high = (x.amax(dim=(0, 2, 3)) + 0.05).clamp(max=1)
     np.testing.assert_allclose(m.config["band_range"], [low.numpy(), high.numpy()], atol=1e-4)
+    # the EDM estimate's mu: the per-band mean of the same targets
+    np.testing.assert_allclose(m.config["band_mean"], x.mean(dim=(0, 2, 3)).numpy(), atol=1e-4)
     loaded = SeqDM.load(tmp_path / "a")
     assert loaded.diffusion.clip_bounds == tuple(m.config["band_range"])
+    assert loaded.diffusion.data_mean == m.config["band_mean"]
+    assert loaded.diffusion.prediction is Prediction.EDM  # the tiny preset's
     cfg_path = tmp_path / "a" / "config.json"
     old = {k: v for k, v in json.loads(cfg_path.read_text()).items()
            if k not in ("clip_range", "band_range")}
@@ -294,3 +305,18 @@ def test_clean_aux_condition_gives_the_network_s1_undiffused() -> None:
     # the paper's MmDM for the full-size presets; the CPU preset conditions on clean S1
     assert PRESETS["full"]["aux_condition"] == PRESETS["paper"]["aux_condition"] == "diffused"
     assert PRESETS["tiny"]["aux_condition"] == "clean"
+
+
+def test_band_stats_spread_draws_over_a_long_split() -> None:
+    """A split longer than n_samples: the draws are spread over all of it, not its head (on
+    real data the head would be the first ROIs only)."""
+    from types import SimpleNamespace
+
+    from crbench_methods.seqdm.train import band_stats
+
+    ds = [SimpleNamespace(target=torch.full((13, 2, 2), i / 100)) for i in range(100)]
+    low, high, mean = band_stats(ds, n_samples=4, margin=0.0)  # type: ignore[arg-type]
+    # items 0, 25, 50 and 75, in [-1, 1] units
+    np.testing.assert_allclose(mean, [2 * 0.375 - 1] * 13, atol=1e-4)
+    np.testing.assert_allclose(low, [-1.0] * 13, atol=1e-4)
+    np.testing.assert_allclose(high, [0.5] * 13, atol=1e-4)

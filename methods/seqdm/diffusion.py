@@ -117,10 +117,19 @@ class Prediction(enum.Enum):
         carry almost no weight.
     X0: the clean image x_0 itself (DDPM's other parameterisation, Ho et al. 2020 Sec. 3.2);
         L_simple is the x0 MSE, the same weight at every step.
+    EDM: a preconditioned output F (Karras et al. 2022, "Elucidating the Design Space of
+        Diffusion-Based Generative Models", Table 1, written for this variance-preserving
+        process): x0 = mu + c_skip (x_t - sqrt(abar) mu) + c_out F with c_skip =
+        sqrt(abar) s^2 / (abar s^2 + 1 - abar) and c_out = sqrt(1 - abar) s / sqrt(abar s^2 +
+        1 - abar), ``mu`` the per-band data mean and ``s`` the scale ``precond_sigma``. L_simple
+        is the MSE of F, whose target has unit variance at every step: the estimate is x0's
+        where the noise exceeds s and the noise's where it is below, so both the steps that
+        set a region's layout and the last denoising steps are trained.
     """
 
     EPS = "eps"
     X0 = "x0"
+    EDM = "edm"
 
 
 class SampleVariance(enum.Enum):
@@ -160,13 +169,16 @@ class GaussianDiffusion:
             clips the x0 estimate to; None: [-1, 1].
         sample_variance: the variance of a reverse step (:class:`SampleVariance`).
         prediction: what the network estimates (:class:`Prediction`).
+        data_mean: per-channel data mean ``mu`` of ``Prediction.EDM`` (None: 0).
+        precond_sigma: the scale ``s`` of ``Prediction.EDM`` (> 0).
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None,
                  lambda_vlb: float = 0.001, clip_denoised: bool = True,
                  clip_bounds: tuple[list[float], list[float]] | None = None,
                  sample_variance: SampleVariance | str = SampleVariance.LEARNED,
-                 prediction: Prediction | str = Prediction.EPS) -> None:
+                 prediction: Prediction | str = Prediction.EPS,
+                 data_mean: list[float] | None = None, precond_sigma: float = 0.05) -> None:
         b = np.asarray(betas, dtype=np.float64)
         if b.ndim != 1 or not ((b > 0) & (b <= 1)).all():
             raise UsageError("betas: expected a 1-D array with values in (0, 1]")
@@ -177,6 +189,10 @@ class GaussianDiffusion:
         self.clip_denoised = clip_denoised
         self.sample_variance = SampleVariance(sample_variance)
         self.prediction = Prediction(prediction)
+        self.data_mean = None if data_mean is None else [float(v) for v in data_mean]
+        if not precond_sigma > 0:
+            raise UsageError(f"precond_sigma: got {precond_sigma!r}, expected a number > 0")
+        self.precond_sigma = float(precond_sigma)
         self.clip_bounds = None if clip_bounds is None else (
             [float(v) for v in clip_bounds[0]], [float(v) for v in clip_bounds[1]])
         alphas = 1.0 - b
@@ -213,7 +229,8 @@ class GaussianDiffusion:
                 last = abar
                 tmap.append(self.timestep_map[i])
         return GaussianDiffusion(np.array(betas), tmap, self.lambda_vlb, self.clip_denoised,
-                                 self.clip_bounds, self.sample_variance, self.prediction)
+                                 self.clip_bounds, self.sample_variance, self.prediction,
+                                 self.data_mean, self.precond_sigma)
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` clipped to the data range: ``clip_bounds`` per channel, else [-1, 1]."""
@@ -269,6 +286,41 @@ class GaussianDiffusion:
         return ((self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0)
                 / self._gather(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
+    def _precond(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Prediction.EDM``'s skipped part of the x0 estimate, mu + c_skip (x_t -
+        sqrt(abar) mu), and c_out at steps ``t``."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x_t)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        sig = self.precond_sigma
+        mu = (torch.zeros((), device=x_t.device, dtype=x_t.dtype) if self.data_mean is None
+              else self._table("data_mean", self.data_mean, x_t.device, x_t.dtype)
+              .reshape(1, -1, *([1] * (x_t.ndim - 2))))
+        den2 = a * a * sig**2 + s * s
+        skip = mu + a * sig**2 / den2 * (x_t - a * mu)
+        return skip, s * sig / den2.sqrt()
+
+    def x0_from_head(self, head: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (unclipped) x0 estimate and the noise it implies, from the network's first
+        output half under ``prediction``."""
+        if self.prediction is Prediction.EPS:
+            return self.predict_x0(x_t, t, head), head
+        if self.prediction is Prediction.X0:
+            return head, self.predict_eps(x_t, t, head)
+        skip, c_out = self._precond(x_t, t)
+        x0 = skip + c_out * head
+        return x0, self.predict_eps(x_t, t, x0)
+
+    def regression_target(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                          noise: torch.Tensor) -> torch.Tensor:
+        """What L_simple regresses the first output half onto under ``prediction``."""
+        if self.prediction is Prediction.EPS:
+            return noise
+        if self.prediction is Prediction.X0:
+            return x0
+        skip, c_out = self._precond(x_t, t)
+        return (x0 - skip) / c_out
+
     # ---- reverse process -----------------------------------------------------------------
     def p_mean_variance(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                         clip: bool | None = None) -> dict[str, torch.Tensor]:
@@ -276,17 +328,14 @@ class GaussianDiffusion:
 
         ``clip`` (default: ``clip_denoised``) clips the x_0 estimate to [-1, 1]; sampling
         clips, the training VLB does not (improved-diffusion trains its VLB unclipped). ``eps``
-        is the noise estimate before any clipping (under ``Prediction.X0`` the one implied by
-        the unclipped x_0 estimate)."""
+        is the noise estimate before any clipping (under ``Prediction.X0`` and ``EDM`` the one
+        implied by the unclipped x_0 estimate)."""
         head, v = model_out.float().chunk(2, dim=1)
         min_log = self._gather(self.posterior_log_variance_clipped, t, x_t)
         max_log = self._gather(self.log_betas, t, x_t)
         frac = (v + 1.0) / 2.0
         log_var = frac * max_log + (1.0 - frac) * min_log
-        if self.prediction is Prediction.EPS:
-            eps, x0 = head, self.predict_x0(x_t, t, head)
-        else:
-            eps, x0 = self.predict_eps(x_t, t, head), head
+        x0, eps = self.x0_from_head(head, x_t, t)
         if self.clip_denoised if clip is None else clip:
             x0 = self._clip(x0)
         mean, _, _ = self.q_posterior(x0, x_t, t)
@@ -326,15 +375,15 @@ class GaussianDiffusion:
         L_vlb = T * E_t[L_t]; its gradient reaches only the variance (the predicted mean is
         detached), as in improved DDPM. ``x_t`` overrides ``q_sample(x0, t, noise)`` (SeqTIS
         trains on fused states); the regression target is ``noise`` (``Prediction.X0``:
-        ``x0``). ``weight`` ((B, 1, H, W), broadcast over channels) restricts both terms to a
-        region: each is the weighted mean over the pixels, 0 for an element with no weight.
+        ``x0``; ``EDM``: the F that gives ``x0`` from ``x_t``). ``weight`` ((B, 1, H, W),
+        broadcast over channels) restricts both terms to a region: each is the weighted mean
+        over the pixels, 0 for an element with no weight.
         """
         if x_t is None:
             x_t = self.q_sample(x0, t, noise)
         out = model(x_t, self.model_timesteps(t)).float()
         head, v = out.chunk(2, dim=1)
-        target = noise if self.prediction is Prediction.EPS else x0
-        mse = _mean_flat((target - head) ** 2, weight)
+        mse = _mean_flat((self.regression_target(x0, x_t, t, noise) - head) ** 2, weight)
         vb = self.vb_terms(torch.cat([head.detach(), v], dim=1), x0, x_t, t, weight)
         vb = vb * (self.lambda_vlb * self.num_timesteps)
         return Losses(loss=mse + vb, mse=mse, vb=vb)

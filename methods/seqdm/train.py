@@ -107,16 +107,38 @@ def prepare_batch(batch: Batch, device: torch.device) -> TrainBatch:
     return TrainBatch(x0=x0, a0=a0, s2=s2, s1=s1, clear=clear)
 
 
-def band_range(ds: torch.utils.data.Dataset, n_samples: int = 64, margin: float = 0.05
-               ) -> tuple[list[float], list[float]]:
-    """Per-band minimum and maximum of the clear targets of the first ``n_samples`` items of
-    ``ds`` in [-1, 1] units, widened by ``margin`` on each side (within [-1, 1]) and rounded
-    to 4 decimals: the range sampling clips its x0 estimates to (config ``clip_range``)."""
-    targets = [ds[i].target * 2.0 - 1.0 for i in range(min(n_samples, len(ds)))]
-    x = torch.stack(targets).transpose(0, 1).flatten(1)  # (13, pixels)
+def _stat_draws(ds: torch.utils.data.Dataset, n_samples: int) -> list[torch.Tensor]:
+    """The clear targets of ``n_samples`` items of ``ds`` in [-1, 1] units, spread evenly over
+    the split; a split of fewer items is drawn again in later epochs (the random sampler
+    then picks other target dates and crops), and ``ds``'s epoch is restored."""
+    n = len(ds)
+    epoch = getattr(ds, "epoch", 0)
+    cycle = hasattr(ds, "set_epoch") and n < n_samples
+    targets = []
+    try:
+        for k in range(n_samples if cycle else min(n, n_samples)):
+            if cycle:
+                ds.set_epoch(k // n)
+            targets.append(ds[k % n if cycle else k * n // min(n, n_samples)].target * 2 - 1)
+    finally:
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+    return targets
+
+
+def band_stats(ds: torch.utils.data.Dataset, n_samples: int = 64, margin: float = 0.05
+               ) -> tuple[list[float], list[float], list[float]]:
+    """Per-band minimum, maximum and mean of the clear targets of ``n_samples`` draws from
+    ``ds`` (:func:`_stat_draws`) in [-1, 1] units, rounded to 4 decimals. The minimum and
+    maximum are widened by ``margin`` on each side (within [-1, 1]): the range sampling clips
+    its x0 estimates to (config ``clip_range``). The mean is ``prediction="edm"``'s mu, the
+    prior of a fill no date sees: on a split of a few patches (the demo's has 8) one epoch's
+    targets are a few dates only, so the draws go on over later epochs."""
+    x = torch.stack(_stat_draws(ds, n_samples)).transpose(0, 1).flatten(1)  # (13, pixels)
     low = (x.amin(dim=1) - margin).clamp(min=-1.0)
     high = (x.amax(dim=1) + margin).clamp(max=1.0)
-    return [round(float(v), 4) for v in low], [round(float(v), 4) for v in high]
+    return tuple([round(float(v), 4) for v in row]  # type: ignore[return-value]
+                 for row in (low, high, x.mean(dim=1)))
 
 
 class Trainer:
@@ -402,8 +424,12 @@ def _train(method: SeqDM, data_root: Path, out: Path, *, steps: int | None, batc
     main = distributed.info().is_main
     train_ds, val_ds = main_first(lambda: _datasets(data_root, int(cfg["train_L"]), region,
                                                     crop, seed))
-    if cfg["band_range"] is None:  # the same on every rank
-        method.set_band_range(*band_range(train_ds))
+    if cfg["band_range"] is None or cfg["band_mean"] is None:  # the same on every rank
+        low, high, mean = band_stats(train_ds)
+        if cfg["band_range"] is None:
+            method.set_band_range(low, high)
+        if cfg["band_mean"] is None:
+            method.set_band_mean(mean)
     trainer = _trainer(method, out, device, seed, resume)
     val_loader = None if val_ds is None or not main else _loader(val_ds, batch_size, workers,
                                                                  device)
