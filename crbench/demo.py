@@ -50,9 +50,9 @@ clearly better than least cloudy (issue #16: nrmse_cloudy 0.037 and 0.06 against
 strict protocol; Seq2point about 20 s on 2 cores; STGAN 300 steps, about 60 s, because at 100
 its outputs are still checkerboard patterns in Figure 3; UnCRtainTS 200 steps, about 20 s).
 SeqDMs trains its tiny preset's 500 iterations (batch 4 on 32 px crops, no attention layers;
-about 75 s for seqdm, 50 s for the ablation), and the whole demo stays under 5 minutes (255 s on
-2 cores; nrmse_cloudy at L = 3: seqdm 0.071, seqdm_no_tts 0.063, least cloudy 0.26, mosaicing
-0.094)."""
+75-105 s for seqdm, 50-70 s for the ablation), and the whole demo takes about 5 minutes
+(255-335 s on 2 cores, with the machine's speed; nrmse_cloudy at L = 3: seqdm 0.053,
+seqdm_no_tts 0.069, least cloudy 0.26, mosaicing 0.094)."""
 TRAIN_BATCH: Mapping[str, int | None] = {"seq2point": 4, "stgan": 4, "seqdm": None,
                                          "seqdm_no_tts": None, "uncrtaints": 4}
 """Training batch per method; None: the tiny preset's own (SeqDMs: 4, on its 32 px crops)."""
