@@ -114,12 +114,13 @@ def _stat_draws(ds: torch.utils.data.Dataset, n_samples: int) -> list[torch.Tens
     n = len(ds)
     epoch = getattr(ds, "epoch", 0)
     cycle = hasattr(ds, "set_epoch") and n < n_samples
+    count = n_samples if cycle else min(n, n_samples)
     targets = []
     try:
-        for k in range(n_samples if cycle else min(n, n_samples)):
+        for k in range(count):
             if cycle:
                 ds.set_epoch(k // n)
-            targets.append(ds[k % n if cycle else k * n // min(n, n_samples)].target * 2 - 1)
+            targets.append(ds[k % n if cycle else k * n // count].target * 2 - 1)
     finally:
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
@@ -298,9 +299,9 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
     """Eq. 27 noise-prediction MSE of the (EMA) network on the clear targets of ``batch`` at
     the centre step of each of ``n_buckets`` equal ranges of t, with a fixed noise draw
     (columns ``val_eps_q1`` for the quarter nearest the data ... ``val_eps_q4`` nearest pure
-    noise; under ``prediction="x0"`` the noise its x0 estimate implies). The noise is hardest
-    to tell at small t; a model that shrinks its estimate (the failure of the literal Eq. 28,
-    see the package docstring) shows a high ``val_eps_q4``."""
+    noise; under ``prediction="x0"`` or ``"edm"`` the noise its x0 estimate implies). The
+    noise is hardest to tell at small t; a model that shrinks its estimate (the failure of the
+    literal Eq. 28, see the package docstring) shows a high ``val_eps_q4``."""
     b = prepare_batch(batch, method.device)
     diff, total = method.diffusion, method.diffusion.num_timesteps
     gen = torch.Generator(method.device).manual_seed(0)
@@ -314,7 +315,7 @@ def eps_mse_by_t(method: SeqDM, batch: Batch, n_buckets: int = VAL_T_BUCKETS
                         AuxCondition(method.config["aux_condition"]))
         x_t = diff.q_sample(b.x0, t, noise)
         net_out = method._net_fn(x_t, a_t, diff.model_timesteps(t))
-        eps = diff.p_mean_variance(net_out, x_t, t, clip=False)["eps"]
+        eps = diff.x0_from_head(net_out.float().chunk(2, dim=1)[0], x_t, t)[1]
         out[f"val_eps_q{k + 1}"] = float(((eps - noise) ** 2).mean())
     return out
 
